@@ -1,0 +1,96 @@
+"""MLflow tracking set-up shared by every stage.
+
+The tracking URI is ``MLFLOW_TRACKING_URI`` when set (a team server), else a SQLite store
+``mlflow.db`` in the working directory. Each stage opens its run with :func:`stage_run`, which
+logs the stage's parameters, the resolved configuration, the git commit and library versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_EXPERIMENT = "sf_ml"
+TRACKED_LIBRARIES = ("mlflow", "pyspark", "scikit-learn", "hyperopt", "pandas", "numpy", "pyarrow")
+
+
+def setup_tracking() -> str:
+    """Point MLflow at the configured tracking store and return its URI."""
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The git commit of the project checkout (``-dirty`` appended if modified), or None."""
+    cwd = Path(path) if path else Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{commit}-dirty" if dirty else commit
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that shape results."""
+    versions = {}
+    for name in TRACKED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str,
+    params: dict[str, Any],
+    config: dict[str, Any] | None = None,
+    experiment: str | None = None,
+    nested: bool = False,
+) -> Iterator[Any]:
+    """Open (or continue) the MLflow run of one stage and log its provenance.
+
+    Under ``mlflow run`` the run already exists (``MLFLOW_RUN_ID``) and is continued.
+
+    Args:
+        stage: Stage name (``generate``, ``build_features`` ...), logged as tag ``stage``.
+        params: The stage's parameters, logged as run parameters.
+        config: The resolved configuration as a dict, logged as ``config.json``.
+        experiment: Experiment name when no run is active (``MLFLOW_EXPERIMENT_NAME`` or ``sf_ml``).
+        nested: Open a child run of the active run.
+
+    Yields:
+        The active ``mlflow.ActiveRun``.
+    """
+    import mlflow
+
+    setup_tracking()
+    if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
+        mlflow.set_experiment(
+            experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+        )
+    with mlflow.start_run(nested=nested, run_name=None if os.environ.get("MLFLOW_RUN_ID") else stage) as run:
+        tags = {"stage": stage, **{f"version.{k}": v for k, v in library_versions().items()}}
+        commit = git_commit()
+        if commit:
+            tags["git_commit"] = commit
+        mlflow.set_tags(tags)
+        mlflow.log_params({k: ("" if v is None else str(v))[:6000] for k, v in params.items()})
+        if config is not None:
+            mlflow.log_dict(config, "config.json")
+        yield run
