@@ -92,6 +92,42 @@ def build_features(raw_dir: str, output_dir: str, config: str, start: str, end: 
                f"positive rate {summary['positive_rate']:.4f}")
 
 
+@cli.command()
+@click.option("--features-dir", required=True, help="Features directory (parquet partitioned by periode).")
+@click.option("--config", default="standard", show_default=True, help="Experiment config (name or path).")
+@click.option("--train-start", required=True, help="First training periode (ISO date).")
+@click.option("--train-end", required=True, help="Last training periode (ISO date); later ones are out-of-time.")
+@click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
+@click.option("--seed", default="", help="Seed of split, resampling and model (default: the config's).")
+@click.option("--override", "overrides", multiple=True, help="Config override section.key=value (repeatable).")
+@click.option("--no-register", is_flag=True, help="Log the model without registering a version.")
+def train(features_dir: str, config: str, train_start: str, train_end: str, model_name: str, seed: str,
+          overrides: tuple[str, ...], no_register: bool) -> None:
+    """Train, evaluate and register (alias challenger) a failure model."""
+    from sf_ml.config import load_config
+    from sf_ml.tracking import stage_run
+    from sf_ml.train import TrainingDataError, train_model
+
+    cfg = load_config(config, list(overrides))
+    seed_value = int(seed) if str(seed).strip() else None
+    params = dict(features_dir=features_dir, config=config, train_start=train_start, train_end=train_end,
+                  model_name=model_name, seed=seed, overrides=";".join(overrides), register=not no_register,
+                  resolved_seed=cfg.seed if seed_value is None else seed_value)
+    with stage_run("train", params, cfg.to_dict()):
+        try:
+            summary = train_model(features_dir, cfg, train_start, train_end, model_name=model_name,
+                                  seed=seed_value, register=not no_register)
+        except TrainingDataError as error:
+            _fail(error)
+    metrics = summary["metrics"]
+    version = f"{model_name} version {summary['version']} (alias challenger)" if summary["version"] else "not registered"
+    click.echo(
+        f"run {summary['run_id']}: {version}; average precision test {metrics['test_average_precision']:.3f}, "
+        f"out-of-time {metrics.get('oot_average_precision', float('nan')):.3f}; thresholds "
+        + ", ".join(f"{level}={value:.3f}" for level, value in summary["thresholds"].items())
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="sf-ml")

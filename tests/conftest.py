@@ -32,8 +32,9 @@ def spark():
 
 @pytest.fixture
 def tracking_uri(tmp_path, monkeypatch):
-    """A fresh SQLite MLflow tracking store for one test."""
+    """A fresh SQLite MLflow tracking store for one test, its artifacts under ``tmp_path``."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # the default artifact root (./mlruns) lands in the temp dir
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     import mlflow

@@ -1,0 +1,368 @@
+"""Stage ``train``: fit the configured pipeline on a features panel, evaluate, log, register.
+
+Rows with a known label in ``[train_start, train_end]`` are split by siren (80/20 by default);
+the training companies are resampled and the pipeline is fitted on them. Two test sets are
+scored: the held-out companies over the same window (``test_``, where the alert thresholds are
+chosen) and the same held-out companies at later periodes with known labels (``oot_``,
+out-of-time, thresholds applied unchanged). The fitted ``PipelineModel`` is logged with a
+signature and a synthetic input example, then registered as a new version with alias
+``challenger``, its thresholds and main metrics as version tags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sf_ml.config import ExperimentConfig
+from sf_ml.panel import TARGET
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT_PATH = "model"
+VERSION_TAG_METRICS = (
+    "test_average_precision", "test_roc_auc", "oot_average_precision", "oot_roc_auc",
+    "oot_risque_fort_precision", "oot_risque_fort_recall",
+    "oot_risque_modere_precision", "oot_risque_modere_recall",
+)
+# Typical magnitudes of base variables, for the synthetic input example (never real rows).
+TYPICAL_VALUES = {
+    "effectif": 25.0, "cotisation": 8000.0, "dette_sociale_ouvriere": 1500.0,
+    "dette_sociale_patronale": 3000.0, "ap_heures_consommees": 0.0, "ap_heures_autorisees": 0.0,
+    "paydex": 20.0, "fpi_30": 0.2, "fpi_90": 0.05, "dette_par_effectif": 180.0,
+    "dette_sur_cotisation_mean12m": 0.55, "age_entreprise": 12.0,
+}
+
+
+class TrainingDataError(ValueError):
+    """The features panel cannot train a model over the requested window."""
+
+
+def synthetic_input_example(config: ExperimentConfig, columns: list[str]) -> pd.DataFrame:
+    """Three made-up rows with the model's input columns: typical, stressed, missing.
+
+    Built from column names and typical magnitudes only, so no company data ends up in the
+    model artifact. The third row has every feature null (NaN; indicators 1): the model imputes.
+
+    Args:
+        config: Experiment configuration (to map aggregated columns to their variable).
+        columns: Model input columns (:func:`sf_ml.modeling.feature_columns`).
+
+    Returns:
+        A pandas frame: doubles, and int32 ``*_manquant`` indicators.
+    """
+    from sf_ml.config import AGGREGATIONS, aggregated_name
+    from sf_ml.modeling import MISSING_SUFFIX
+
+    kind_of = {
+        aggregated_name(variable, kind, months): (variable, kind)
+        for kind in AGGREGATIONS
+        for variable, month_list in config.features.time_aggregation.get(kind, {}).items()
+        for months in month_list
+    }
+    data: dict[str, Any] = {}
+    for column in columns:
+        if column.endswith(MISSING_SUFFIX):
+            data[column] = np.array([0, 0, 1], dtype=np.int32)
+            continue
+        variable, kind = kind_of.get(column, (column, None))
+        typical = 0.0 if kind == "diff" else TYPICAL_VALUES.get(variable, 0.1)
+        stressed = 10.0 if kind == "diff" else typical * 1.8 + 0.1
+        data[column] = [typical, stressed, np.nan]
+    return pd.DataFrame(data, columns=columns)
+
+
+@dataclass
+class TrainingSets:
+    """The frames of one training window (lazy Spark frames; counts of ``train`` only).
+
+    Args:
+        panel: The whole features panel as read.
+        train: Labelled rows of the training companies within the window (not resampled).
+        test: Labelled rows of the held-out companies within the window.
+        oot: Labelled rows of the held-out companies after the window (out-of-time).
+        columns: Model input columns.
+        rows: Rows of ``train``.
+        positives: Positive rows of ``train``.
+    """
+
+    panel: Any
+    train: Any
+    test: Any
+    oot: Any
+    columns: list[str]
+    rows: int
+    positives: int
+
+
+def training_sets(
+    spark, features_dir: str | Path, config: ExperimentConfig, train_start: str, train_end: str, seed: int
+) -> TrainingSets:
+    """Read a features panel and split it into train, grouped test and out-of-time test sets.
+
+    Args:
+        spark: Spark session.
+        features_dir: Features panel (parquet partitioned by periode).
+        config: Experiment configuration (features, ``split.test_fraction``).
+        train_start: First training periode (ISO date, inclusive).
+        train_end: Last training periode (inclusive).
+        seed: Split seed.
+
+    Returns:
+        The sets, with the training set's class counts.
+
+    Raises:
+        TrainingDataError: Missing columns, an inverted window, or no labelled rows or no
+            positives among the training companies of the window.
+    """
+    from pyspark.sql import functions as F
+
+    from sf_ml.modeling import class_counts, feature_columns, held_out, split_by_siren
+
+    if str(train_start)[:10] > str(train_end)[:10]:
+        raise TrainingDataError(f"train_start {train_start} is after train_end {train_end}")
+    columns = feature_columns(config)
+    panel = spark.read.parquet(str(features_dir))
+    missing = sorted({"siren", "periode", TARGET, *columns} - set(panel.columns))
+    if missing:
+        raise TrainingDataError(
+            f"features in {features_dir} lack column(s) {missing}: rebuild them with this config"
+        )
+    labelled = panel.where(F.col(TARGET).isNotNull()).select("siren", "periode", *columns, TARGET)
+    start, end = F.to_date(F.lit(str(train_start))), F.to_date(F.lit(str(train_end)))
+    window = labelled.where((F.col("periode") >= start) & (F.col("periode") <= end))
+    train, test = split_by_siren(window, config.split.test_fraction, seed)
+    oot = labelled.where((F.col("periode") > end) & held_out("siren", config.split.test_fraction, seed))
+    rows, positives = class_counts(train)
+    if rows == 0:
+        raise TrainingDataError(f"no labelled rows in {features_dir} between {train_start} and {train_end}")
+    if positives == 0:
+        raise TrainingDataError(f"no positive ({TARGET}=1) rows between {train_start} and {train_end}")
+    return TrainingSets(panel, train, test, oot, columns, rows, positives)
+
+
+def fit(config: ExperimentConfig, sets: TrainingSets, seed: int) -> tuple[Any, dict[str, float]]:
+    """Resample the training set and fit the configured pipeline on it.
+
+    Args:
+        config: Experiment configuration (model, sampling).
+        sets: Output of :func:`training_sets`.
+        seed: Resampling and model seed.
+
+    Returns:
+        ``(PipelineModel, metrics)`` with ``train_*`` counts and ``fit_seconds``.
+    """
+    from sf_ml.modeling import build_pipeline, class_counts, resample
+
+    sampling = config.sampling
+    # Not persisted: the estimators cache their own assembled input.
+    balanced = resample(sets.train, sampling.strategy, sampling.minority_ratio, seed,
+                        counts=(sets.rows, sets.positives))
+    rows, positives = class_counts(balanced)
+    log.info("training on %d rows (%d positives), %d after %s", sets.rows, sets.positives, rows, sampling.strategy)
+    began = time.monotonic()
+    model = build_pipeline(config, sets.columns, seed).fit(balanced)
+    return model, {
+        "train_rows": float(sets.rows), "train_positive_rate": sets.positives / sets.rows,
+        "train_rows_resampled": float(rows), "train_positive_rate_resampled": positives / rows,
+        "fit_seconds": time.monotonic() - began,
+    }
+
+
+def evaluate_model(model, sets: TrainingSets) -> tuple[dict, dict[str, float], dict[str, dict[str, float]]]:
+    """Score both test sets, choose the thresholds on the grouped test set, apply them to both.
+
+    Args:
+        model: Fitted ``PipelineModel``.
+        sets: Output of :func:`training_sets`.
+
+    Returns:
+        ``(predictions, thresholds, metrics_by_set)``: ``{"test"|"oot": (y, p)}``,
+        ``{level: threshold}`` and ``{"test"|"oot": metrics}`` (unprefixed).
+
+    Raises:
+        TrainingDataError: The grouped test set has no rows or no positives.
+    """
+    from sf_ml import evaluation as E
+
+    predictions = {"test": E.collect_predictions(model.transform(sets.test)),
+                   "oot": E.collect_predictions(model.transform(sets.oot))}
+    y_test = predictions["test"][0]
+    if len(y_test) == 0 or y_test.sum() == 0:
+        raise TrainingDataError(
+            f"the held-out companies have no {'rows' if len(y_test) == 0 else 'positives'} in the window: "
+            "widen the window or raise split.test_fraction"
+        )
+    if len(predictions["oot"][0]) == 0:
+        log.warning("no labelled periode after the training window: no out-of-time evaluation")
+    thresholds = E.choose_thresholds(*predictions["test"])
+    by_set = {name: E.evaluate(y, p, thresholds) for name, (y, p) in predictions.items()}
+    return predictions, thresholds, by_set
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
+
+
+def _log_dataset(panel, features_dir: Path, digest: str) -> None:
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+
+    spark_dataset = mlflow.data.from_spark(
+        panel, path=str(features_dir), name=f"features:{features_dir.name}", targets=TARGET, digest=digest,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")  # the target
+        schema = spark_dataset.schema
+    # Source, digest and schema only: a SparkDataset would also profile (count) the whole panel.
+    dataset = MetaDataset(spark_dataset.source, name=spark_dataset.name, digest=digest, schema=schema)
+    mlflow.log_input(dataset, context="training")
+
+
+def log_pipeline_model(model, config: ExperimentConfig, columns: list[str]) -> Any:
+    """Log a fitted pipeline with the Spark flavor, a signature and a synthetic input example.
+
+    MLflow checks the example by scoring it with the logged model. The pyfunc output is Spark's
+    ``prediction`` (class at 0.5); scoring reads ``probability`` from the Spark flavor instead.
+
+    Args:
+        model: Fitted ``PipelineModel``.
+        config: Experiment configuration.
+        columns: Model input columns.
+
+    Returns:
+        The ``ModelInfo`` of the logged model (artifact path :data:`MODEL_ARTIFACT_PATH`).
+    """
+    import mlflow
+    import mlflow.spark
+    import pyspark
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    example = synthetic_input_example(config, columns)
+    # Every input may be null (the pipeline imputes); indicators are ints like in the panel.
+    inputs = Schema([
+        ColSpec("integer" if example[c].dtype == np.int32 else "double", c, required=False) for c in columns
+    ])
+    signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "prediction")]))
+    return mlflow.spark.log_model(
+        model,
+        artifact_path=MODEL_ARTIFACT_PATH,
+        signature=signature,
+        input_example=example,
+        pip_requirements=[f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"],
+    )
+
+
+def train_model(
+    features_dir: str | Path,
+    config: ExperimentConfig,
+    train_start: str,
+    train_end: str,
+    model_name: str = "sf_failure",
+    seed: int | None = None,
+    spark=None,
+    register: bool = True,
+) -> dict[str, Any]:
+    """Train, evaluate, log and (optionally) register a failure model.
+
+    Logs to the active MLflow run (one is opened with :func:`sf_ml.tracking.stage_run` if none is).
+
+    Args:
+        features_dir: Features panel (parquet partitioned by periode).
+        config: Experiment configuration.
+        train_start: First training periode (ISO date, inclusive).
+        train_end: Last training periode (inclusive); later labelled periodes are out-of-time.
+        model_name: Registered model name.
+        seed: Seed of split, resampling and model; default ``config.seed``.
+        spark: Spark session (default: :func:`sf_ml.spark.get_spark`).
+        register: Register the model as a new version with alias ``challenger``.
+
+    Returns:
+        ``run_id``, ``version`` (None without registration), ``model_uri``, ``metrics``
+        (prefixed ``train_``/``test_``/``oot_``), ``thresholds`` ``{level: threshold}``.
+
+    Raises:
+        TrainingDataError: Missing columns, no labelled rows or no positives in the window, or
+            a held-out set without positives.
+    """
+    import mlflow
+
+    from sf_ml.tracking import stage_run
+
+    seed = config.seed if seed is None else int(seed)
+    if mlflow.active_run() is None:
+        params = dict(features_dir=str(features_dir), config=config.name, train_start=train_start,
+                      train_end=train_end, model_name=model_name, seed=seed, register=register)
+        context = stage_run("train", params, config.to_dict())
+    else:
+        context = contextlib.nullcontext(mlflow.active_run())
+    with context as run:
+        return _train(features_dir, config, train_start, train_end, model_name, seed, spark, register,
+                      run.info.run_id)
+
+
+def _train(features_dir, config, train_start, train_end, model_name, seed, spark, register, run_id):
+    import mlflow
+
+    from sf_ml import evaluation as E
+    from sf_ml.features import directory_digest
+    from sf_ml.modeling import feature_slot_names
+    from sf_ml.registry import CHALLENGER, THRESHOLD_TAG_PREFIX, register_model
+    from sf_ml.spark import get_spark
+    from sf_ml.tracking import git_commit
+
+    began = time.monotonic()
+    spark = spark or get_spark("sf_ml-train")
+    features_dir = Path(features_dir)
+    sets = training_sets(spark, features_dir, config, train_start, train_end, seed)
+    model, metrics = fit(config, sets, seed)
+    predictions, thresholds, by_set = evaluate_model(model, sets)
+    for name, values in by_set.items():
+        metrics.update({f"{name}_{key}": value for key, value in values.items()})
+    threshold_keys = {f"{THRESHOLD_TAG_PREFIX}{level}": value for level, value in thresholds.items()}
+    mlflow.log_metrics(_finite({**metrics, **threshold_keys}))
+    mlflow.log_params({**{k: repr(v) for k, v in threshold_keys.items()}, "feature_count": len(sets.columns)})
+    mlflow.set_tags({"config_name": config.name, "model_type": config.model.type})
+
+    table = pd.DataFrame(by_set).rename_axis("metric").reset_index()
+    mlflow.log_text(table.to_csv(index=False), "metrics.csv")
+    mlflow.log_table(table, "metrics_table.json")
+    slots = feature_slot_names(model)
+    mlflow.log_dict({"feature_columns": sets.columns, "slots": slots}, "features.json")
+    E.log_evaluation(predictions, thresholds, E.feature_importances(model, slots))
+
+    digest = directory_digest(features_dir)
+    _log_dataset(sets.panel, features_dir, digest)
+    info = log_pipeline_model(model, config, sets.columns)
+
+    version = None
+    if register:
+        tags = {
+            **{k: repr(v) for k, v in threshold_keys.items()},
+            **{k: f"{metrics[k]:.6g}" for k in VERSION_TAG_METRICS if k in metrics and math.isfinite(metrics[k])},
+            "config_name": config.name, "model_type": config.model.type,
+            "git_commit": git_commit() or "unknown", "features_path": str(features_dir.resolve()),
+            "features_digest": digest, "train_start": str(train_start), "train_end": str(train_end),
+            "seed": str(seed), "run_id": run_id,
+        }
+        version = register_model(run_id, MODEL_ARTIFACT_PATH, model_name, CHALLENGER, tags)
+        mlflow.set_tags({"registered_model": model_name, "registered_version": str(version)})
+    metrics["train_seconds"] = time.monotonic() - began
+    mlflow.log_metric("train_seconds", metrics["train_seconds"])
+    return {
+        "run_id": run_id,
+        "version": version,
+        "model_uri": info.model_uri,
+        "metrics": metrics,
+        "thresholds": thresholds,
+    }
