@@ -18,8 +18,6 @@ from sf_ml.contract import (
     FLOAT,
     ID_WIDTH,
     INT,
-    SIREN,
-    SIRET,
     TABLES,
 )
 from sf_ml.generate import generate_world

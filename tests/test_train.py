@@ -15,7 +15,7 @@ from sf_ml.modeling import feature_columns
 from sf_ml.registry import thresholds_for
 from sf_ml.tracking import stage_run
 from sf_ml.train import TrainingDataError, synthetic_input_example, train_model
-from tests.test_modeling import FAST_OVERRIDES, synthetic_panel, write_features
+from tests.panels import FAST_OVERRIDES, synthetic_panel, write_features
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_START, TRAIN_END = "2018-01-01", "2019-06-01"  # labels known to 2020-06, out-of-time after
