@@ -1,0 +1,63 @@
+"""Benchmark build_features against the I/O floor, and its growth from 10k to 50k companies.
+
+For each world size, in one run on one machine:
+- I/O floor: Spark reads the same raw CSV files and writes them back as parquet (no computation);
+- build: the full panel of the standard config over the same periodes.
+Prints the ratio build / floor per size (target <= 3) and the growth of build time from the
+smallest to the largest world (target <= 5.5 for 5x the companies: linear).
+
+Usage: python bench/bench_features.py [--sizes 10000 50000] [--workdir /tmp/sf_ml_bench]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+
+def io_floor(spark, raw_dir: Path, out: Path) -> float:
+    began = time.monotonic()
+    for csv in sorted(raw_dir.glob("*.csv")):
+        spark.read.option("header", True).csv(str(csv)).write.mode("overwrite").parquet(str(out / csv.stem))
+    return time.monotonic() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument("--workdir", default="/tmp/sf_ml_bench")
+    parser.add_argument("--start", default="2016-01-01")
+    parser.add_argument("--end", default="2023-12-01")
+    args = parser.parse_args()
+
+    from sf_ml.config import load_config
+    from sf_ml.features import build_features
+    from sf_ml.generate import generate_world
+    from sf_ml.spark import get_spark
+
+    spark = get_spark("sf_ml-bench")
+    config = load_config("standard")
+    work = Path(args.workdir)
+    results = []
+    for size in args.sizes:
+        raw = work / f"raw_{size}"
+        if not (raw / "urssaf_effectif.csv").exists():
+            began = time.monotonic()
+            generate_world(raw, n_companies=size, start="2014-01-01", end="2025-12-31", seed=1)
+            print(f"[{size}] generated in {time.monotonic() - began:.1f} s")
+        floor = io_floor(spark, raw, work / f"floor_{size}")
+        summary = build_features(raw, work / f"features_{size}", config, args.start, args.end, spark=spark)
+        results.append((size, floor, summary["seconds"], summary["rows"]))
+        print(f"[{size}] I/O floor {floor:.1f} s, build {summary['seconds']:.1f} s, "
+              f"ratio {summary['seconds'] / floor:.2f} (target <= 3), {summary['rows']} panel rows")
+        shutil.rmtree(work / f"floor_{size}", ignore_errors=True)
+    if len(results) > 1:
+        (small, _, t_small, _), (large, _, t_large, _) = results[0], results[-1]
+        print(f"growth {small} -> {large} companies ({large / small:.0f}x): build time x{t_large / t_small:.2f} "
+              f"(target <= {5.5 * large / small / 5:.1f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""build_features on generated worlds: truncation invariance, outputs, logging (real Spark/MLflow)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from sf_ml.config import load_config
+from sf_ml.contract import TABLES
+from sf_ml.panel import TARGET, build_panel
+
+# The date column that dates each record, per table (records dated on or after T are dropped).
+RECORD_DATES = {
+    "urssaf_effectif": "periode",
+    "urssaf_cotisation": "periode_debut",
+    "urssaf_debit": "date_traitement",
+    "ap_demande": "date_statut",
+    "ap_consommation": "periode",
+    "altares_paydex": "date_valeur",
+    "procedures_collectives": "date_jugement",
+}
+
+
+@pytest.fixture(scope="module")
+def raw_world(tmp_path_factory):
+    from sf_ml.generate import generate_world
+
+    path = tmp_path_factory.mktemp("world") / "raw"
+    generate_world(path, n_companies=400, start="2014-01-01", end="2023-12-31", seed=11)
+    return path
+
+
+def truncate_world(raw_dir: Path, cutoff: str, target: Path) -> Path:
+    """Copy a CSV world keeping only records dated strictly before ``cutoff``."""
+    target.mkdir(parents=True)
+    for name in TABLES:
+        source = raw_dir / f"{name}.csv"
+        if not source.exists():
+            continue
+        frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+        if name in RECORD_DATES:
+            frame = frame[frame[RECORD_DATES[name]] < cutoff]
+        elif name == "dgfip_bilans":
+            fin = pd.to_datetime(frame["date_fin_exercice"])
+            depot = pd.to_datetime(frame["date_depot"].replace("", None)).fillna(fin + pd.DateOffset(months=4))
+            frame = frame[depot < pd.Timestamp(cutoff)]
+        frame.to_csv(target / f"{name}.csv", index=False)
+    return target
+
+
+def test_truncation_invariance(spark, raw_world, tmp_path):
+    """Deleting every record dated on or after T changes no feature of periode T."""
+    from sf_ml.ingest import read_raw
+
+    config = load_config("waterfall")  # the richest aggregations
+    cutoffs = ["2019-01-01", "2020-07-01"]
+    for cutoff in cutoffs:
+        truncated = truncate_world(raw_world, cutoff, tmp_path / f"cut-{cutoff}")
+        frames = []
+        for raw in (raw_world, truncated):
+            panel = build_panel(
+                read_raw(spark, raw), cutoff, cutoff, config.features.time_aggregation,
+                labels_until="2023-12-31", missing_indicators=True,
+            )
+            frames.append(panel.drop(TARGET).toPandas().sort_values("siren").reset_index(drop=True))
+        full, cut = frames
+        assert len(full) > 100
+        pd.testing.assert_frame_equal(full, cut, check_exact=False, rtol=1e-9)
+
+
+def test_build_features_writes_partitioned_panel_and_logs_run(spark, raw_world, tmp_path, tracking_uri):
+    import mlflow
+
+    from sf_ml.features import build_features
+    from sf_ml.tracking import stage_run
+
+    out = tmp_path / "features"
+    config = load_config("standard")
+    with stage_run("build_features", {"raw_dir": str(raw_world)}, config.to_dict()) as run:
+        summary = build_features(raw_world, out, config, start="2017-01-01", end="2022-12-01", spark=spark)
+    assert summary["periodes"] == 72
+    assert 0.01 < summary["positive_rate"] < 0.10
+    partitions = sorted(p.name for p in out.iterdir() if p.name.startswith("periode="))
+    assert partitions[0] == "periode=2017-01-01" and len(partitions) == 72
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging left
+    panel = spark.read.parquet(str(out))
+    assert dict(panel.dtypes)["periode"] == "date"
+    assert "dette_sociale_patronale_lag12m" in panel.columns
+    assert panel.groupBy("siren", "periode").count().where("count > 1").count() == 0
+    # judgments are known to the latest one (end of 2023): 2022-12 + 18 months lies beyond
+    labelled = {r.periode: r.n for r in panel.groupBy("periode").agg(F.count(TARGET).alias("n")).collect()}
+    assert labelled[dt.date(2022, 12, 1)] == 0 and labelled[dt.date(2021, 6, 1)] > 0
+
+    logged = mlflow.get_run(run.info.run_id)
+    assert logged.data.metrics["rows"] == summary["rows"]
+    assert "null_rate.paydex" in logged.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"periode_profile.png", "periode_profile.json", "null_rates.json", "config.json"} <= artifacts
+    assert logged.inputs.dataset_inputs[0].dataset.name == f"features:{out.name}"
+
+
+def test_build_features_bad_raw_dir_writes_nothing(spark, raw_world, tmp_path):
+    from sf_ml.features import build_features
+    from sf_ml.ingest import RawDataError
+
+    broken = truncate_world(raw_world, "2030-01-01", tmp_path / "broken")
+    frame = pd.read_csv(broken / "urssaf_effectif.csv", dtype=str)
+    frame.loc[3, "periode"] = "2020-13-45"
+    frame.to_csv(broken / "urssaf_effectif.csv", index=False)
+    out = tmp_path / "features"
+    with pytest.raises(RawDataError, match="urssaf_effectif.csv") as error:
+        build_features(broken, out, load_config("standard"), start="2018-01-01", end="2018-03-01", spark=spark)
+    assert "2020-13-45" in str(error.value)
+    assert not out.exists()
