@@ -127,6 +127,123 @@ def train(features_dir: str, config: str, train_start: str, train_end: str, mode
         + ", ".join(f"{level}={value:.3f}" for level, value in summary["thresholds"].items())
     )
 
+@cli.command()
+@click.option("--features-dir", required=True, help="Features directory (parquet partitioned by periode).")
+@click.option("--config", default="standard", show_default=True, help="Experiment config (name or path).")
+@click.option("--train-start", required=True, help="First training periode (ISO date).")
+@click.option("--train-end", required=True, help="Last training periode (ISO date); later ones are out-of-time.")
+@click.option("--max-evals", type=int, default=20, show_default=True, help="Number of trials.")
+@click.option("--parallelism", type=int, default=1, show_default=True, help="Trials evaluated at the same time.")
+@click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
+@click.option("--seed", default="", help="Seed of split, resampling, models and search (default: the config's).")
+@click.option("--override", "overrides", multiple=True, help="Config override section.key=value (repeatable).")
+def tune(features_dir: str, config: str, train_start: str, train_end: str, max_evals: int, parallelism: int,
+         model_name: str, seed: str, overrides: tuple[str, ...]) -> None:
+    """Search the config's search space (hyperopt TPE), register the best model as challenger."""
+    from sf_ml.config import load_config
+    from sf_ml.tracking import stage_run
+    from sf_ml.train import TrainingDataError
+    from sf_ml.tune import tune_model
+
+    cfg = load_config(config, list(overrides))
+    seed_value = int(seed) if str(seed).strip() else None
+    params = dict(features_dir=features_dir, config=config, train_start=train_start, train_end=train_end,
+                  max_evals=max_evals, parallelism=parallelism, model_name=model_name, seed=seed,
+                  overrides=";".join(overrides))
+    with stage_run("tune", params, cfg.to_dict()):
+        try:
+            summary = tune_model(features_dir, cfg, train_start, train_end, max_evals=max_evals,
+                                 parallelism=parallelism, model_name=model_name, seed=seed_value)
+        except TrainingDataError as error:
+            _fail(error)
+    click.echo(f"best trial {summary['best_trial']} {summary['best_params']}: {model_name} version "
+               f"{summary['version']} (alias challenger), out-of-time average precision "
+               f"{summary['metrics'].get('oot_average_precision', float('nan')):.3f}")
+
+
+@cli.command()
+@click.option("--features-dir", required=True, help="Features directory (parquet partitioned by periode).")
+@click.option("--config", default="standard", show_default=True, help="Experiment config (name or path).")
+@click.option("--prediction-dates", required=True, help="Comma-separated prediction dates (ISO).")
+@click.option("--train-start", default="", help="First training periode (default: the panel's first).")
+@click.option("--seed", default="", help="Seed of split, resampling and models (default: the config's).")
+@click.option("--override", "overrides", multiple=True, help="Config override section.key=value (repeatable).")
+def backtest(features_dir: str, config: str, prediction_dates: str, train_start: str, seed: str,
+             overrides: tuple[str, ...]) -> None:
+    """For each date T: train on outcomes known at T, predict at T, evaluate on realised outcomes."""
+    from sf_ml.backtest import backtest as run_backtest
+    from sf_ml.config import load_config
+    from sf_ml.tracking import stage_run
+    from sf_ml.train import TrainingDataError
+
+    cfg = load_config(config, list(overrides))
+    seed_value = int(seed) if str(seed).strip() else None
+    params = dict(features_dir=features_dir, config=config, prediction_dates=prediction_dates,
+                  train_start=train_start, seed=seed, overrides=";".join(overrides))
+    with stage_run("backtest", params, cfg.to_dict()):
+        try:
+            table = run_backtest(features_dir, cfg, prediction_dates, train_start=train_start or None,
+                                 seed=seed_value)
+        except (TrainingDataError, ValueError) as error:
+            _fail(error)
+    click.echo(table[["prediction_date", "rows", "positive_rate", "average_precision", "roc_auc"]].to_string(index=False))
+
+
+@cli.command()
+@click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
+@click.option("--candidate", default="challenger", show_default=True, help="Candidate alias or version number.")
+@click.option("--features-dir", required=True, help="Features panel holding the evaluation periodes.")
+@click.option("--dry-run", type=click.BOOL, default=False, show_default=True,
+              help="true: evaluate and record the decision without moving the alias.")
+@click.option("--eval-start", default="", help="First evaluation periode (default: after both training windows).")
+@click.option("--eval-end", default="", help="Last evaluation periode (default: last labelled periode).")
+def promote(model_name: str, candidate: str, features_dir: str, dry_run: bool, eval_start: str, eval_end: str) -> None:
+    """Compare candidate and champion on one evaluation set; move alias champion if the gate passes."""
+    from sf_ml.promote import format_record, promote as run_promote
+    from sf_ml.tracking import stage_run
+
+    params = dict(model_name=model_name, candidate=candidate, features_dir=features_dir, dry_run=dry_run,
+                  eval_start=eval_start, eval_end=eval_end)
+    with stage_run("promote", params):
+        try:
+            record = run_promote(model_name, candidate, features_dir, dry_run=dry_run,
+                                 eval_start=eval_start or None, eval_end=eval_end or None)
+        except ValueError as error:
+            _fail(error)
+    click.echo(format_record(record))
+
+
+@cli.command()
+@click.option("--model-uri", default="models:/sf_failure@champion", show_default=True,
+              help="Registered model: models:/<name>@<alias> or models:/<name>/<version>.")
+@click.option("--prediction-date", required=True, help="Date scored (ISO); its month's first day is the periode.")
+@click.option("--features-dir", default="", help="Features panel holding the periode (or --raw-dir).")
+@click.option("--raw-dir", default="", help="Raw directory: the month is built with the model's config (or --features-dir).")
+@click.option("--output-dir", required=True, help="Directory replaced atomically by predictions, alert list, manifest.")
+def score(model_uri: str, prediction_date: str, features_dir: str, raw_dir: str, output_dir: str) -> None:
+    """Score every company in scope at a date with a registered model; write the alert list."""
+    from sf_ml.ingest import RawDataError
+    from sf_ml.score import ScoringError, score_companies
+    from sf_ml.tracking import stage_run
+
+    features_dir, raw_dir = features_dir.strip() or None, raw_dir.strip() or None
+    if (features_dir is None) == (raw_dir is None):
+        _fail(ScoringError("give exactly one of --features-dir and --raw-dir"))
+    params = dict(model_uri=model_uri, prediction_date=prediction_date, features_dir=features_dir or "",
+                  raw_dir=raw_dir or "", output_dir=output_dir)
+    with stage_run("score", params):
+        try:
+            summary = score_companies(model_uri, prediction_date, output_dir, features_dir=features_dir,
+                                      raw_dir=raw_dir)
+        except (ScoringError, RawDataError) as error:
+            _fail(error)
+    counts = summary["counts"]
+    click.echo(
+        f"{summary['rows']} companies scored at {summary['prediction_date']} with {summary['model_name']} "
+        f"version {summary['model_version']}: risque_fort={counts['risque_fort']}, "
+        f"risque_modere={counts['risque_modere']}; alert list: {summary['alert_list']}"
+    )
+
 
 def main() -> None:
     """Console-script entry point."""

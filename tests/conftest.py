@@ -40,6 +40,8 @@ def tracking_uri(tmp_path, monkeypatch):
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    # Forget the experiment a previous test made active in another store: "0" exists in every store.
+    mlflow.set_experiment(experiment_id="0")
     yield uri
     while mlflow.active_run() is not None:
         mlflow.end_run()
