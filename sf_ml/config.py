@@ -228,3 +228,8 @@ def load_config(config: str | Path, overrides: list[str] | None = None) -> Exper
         data = yaml.safe_load(handle) or {}
     data.setdefault("name", path.stem)
     return _validate(_build(ExperimentConfig, apply_overrides(data, overrides), path.name))
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Rebuild and validate a configuration from its ``to_dict()`` form (e.g. a run's config.json)."""
+    return _validate(_build(ExperimentConfig, dict(data), "config"))

@@ -89,3 +89,32 @@ def thresholds_for(model_uri: str) -> dict[str, float]:
     if not thresholds:
         raise ValueError(f"{model_uri} (version {version.version}) has no {THRESHOLD_TAG_PREFIX}* tags")
     return thresholds
+
+
+def version_config(model_uri: str):
+    """The experiment configuration a registered version was trained with (its run's config.json).
+
+    Args:
+        model_uri: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+
+    Returns:
+        An :class:`sf_ml.config.ExperimentConfig`.
+    """
+    import mlflow
+
+    from sf_ml.config import config_from_dict
+
+    version = model_version(model_uri)
+    return config_from_dict(mlflow.artifacts.load_dict(f"runs:/{version.run_id}/config.json"))
+
+
+def current_version(model_name: str, alias: str):
+    """The version an alias points to, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _client().get_model_version_by_alias(model_name, alias)
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise

@@ -333,6 +333,8 @@ def _train(features_dir, config, train_start, train_end, model_name, seed, spark
     mlflow.log_metrics(_finite({**metrics, **threshold_keys}))
     mlflow.log_params({**{k: repr(v) for k, v in threshold_keys.items()}, "feature_count": len(sets.columns)})
     mlflow.set_tags({"config_name": config.name, "model_type": config.model.type})
+    # The config the model was fitted with travels with its run: scoring and promotion read it back.
+    mlflow.log_dict(config.to_dict(), "config.json")
 
     table = pd.DataFrame(by_set).rename_axis("metric").reset_index()
     mlflow.log_text(table.to_csv(index=False), "metrics.csv")

@@ -1,0 +1,275 @@
+"""Stage ``promote``: gated move of the ``champion`` alias, always recorded.
+
+The candidate (an alias such as ``challenger`` or a version number) and the current champion are
+scored on the same fixed evaluation set: the labelled periodes of the features panel after both
+models' training windows (out-of-time), or an explicit window. The :class:`PromotionGate` below
+decides; the alias moves only when it passes (and not in a dry run). Every decision is a run
+(both metric sets, the gate, the decision and its reason) and is written on the versions' tags
+and descriptions, so who held ``champion`` when, and why, stays auditable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sf_ml.registry import CHAMPION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromotionGate:
+    """What a candidate must show to become champion (validation thresholds, kept in code).
+
+    Args:
+        max_average_precision_drop: Candidate AP may be at most this much below the champion's.
+        max_recall_drop: Candidate recall at its "risque modere" threshold may be at most this
+            much below the champion's at its own.
+        min_lift_without_champion: With no champion, AP must reach this multiple of the base rate.
+    """
+
+    max_average_precision_drop: float = 0.01
+    max_recall_drop: float = 0.02
+    min_lift_without_champion: float = 3.0
+
+    def decide(self, candidate: dict[str, float], champion: dict[str, float] | None) -> tuple[bool, str]:
+        """Apply the gate.
+
+        Args:
+            candidate: Candidate metrics on the evaluation set (``average_precision``,
+                ``positive_rate``, ``risque_modere_recall``).
+            champion: Champion metrics on the same set, or None when there is no champion.
+
+        Returns:
+            ``(passed, reason)``.
+        """
+        ap = candidate["average_precision"]
+        if champion is None:
+            floor = self.min_lift_without_champion * candidate["positive_rate"]
+            if ap >= floor:
+                return True, f"no champion; average precision {ap:.4f} >= {self.min_lift_without_champion:g} x base rate ({floor:.4f})"
+            return False, f"no champion; average precision {ap:.4f} < {self.min_lift_without_champion:g} x base rate ({floor:.4f})"
+        failures = []
+        if ap < champion["average_precision"] - self.max_average_precision_drop:
+            failures.append(
+                f"average precision {ap:.4f} < champion {champion['average_precision']:.4f} - "
+                f"{self.max_average_precision_drop:g}"
+            )
+        recall, champion_recall = candidate["risque_modere_recall"], champion["risque_modere_recall"]
+        if recall < champion_recall - self.max_recall_drop:
+            failures.append(
+                f"recall at risque_modere {recall:.4f} < champion {champion_recall:.4f} - {self.max_recall_drop:g}"
+            )
+        if failures:
+            return False, "; ".join(failures)
+        return True, (
+            f"average precision {ap:.4f} vs champion {champion['average_precision']:.4f}, recall at "
+            f"risque_modere {recall:.4f} vs {champion_recall:.4f}: within tolerances"
+        )
+
+
+GATE = PromotionGate()
+
+
+def _candidate_uri(model_name: str, candidate: str) -> str:
+    candidate = str(candidate).strip()
+    return f"models:/{model_name}/{candidate}" if candidate.isdigit() else f"models:/{model_name}@{candidate}"
+
+
+def evaluation_window(features_dir: str | Path, train_ends: list[str], spark,
+                      eval_start: str | None = None, eval_end: str | None = None) -> tuple[str, str]:
+    """The evaluation periodes: labelled periodes after every model's training window.
+
+    Args:
+        features_dir: Features panel.
+        train_ends: ``train_end`` of the models compared.
+        spark: Spark session.
+        eval_start: Explicit first periode (overrides the rule).
+        eval_end: Explicit last periode (default: the last labelled periode).
+
+    Returns:
+        ``(start, end)`` ISO dates.
+    """
+    from pyspark.sql import functions as F
+
+    from sf_ml.panel import TARGET, add_months, first_of_month
+
+    labelled = spark.read.parquet(str(features_dir)).where(F.col(TARGET).isNotNull())
+    last = labelled.agg(F.max("periode")).first()[0]
+    if last is None:
+        raise ValueError(f"no labelled periode in {features_dir}: nothing to evaluate on")
+    start = eval_start or add_months(max(first_of_month(d) for d in train_ends), 1).isoformat()
+    end = eval_end or last.isoformat()
+    if start > end:
+        raise ValueError(
+            f"no labelled periode after the training windows (ending {max(train_ends)}) in {features_dir}; "
+            "give eval_start/eval_end"
+        )
+    return start, end
+
+
+def evaluate_version(model_uri: str, features_dir: str | Path, start: str, end: str, spark) -> dict[str, float]:
+    """Metrics of a registered version on the labelled periodes ``start``..``end`` of a panel.
+
+    Args:
+        model_uri: ``models:/name/version``.
+        features_dir: Features panel (must hold the version's feature columns).
+        start: First periode.
+        end: Last periode.
+        spark: Spark session.
+
+    Returns:
+        :func:`sf_ml.evaluation.evaluate` metrics at the version's own thresholds.
+    """
+    import mlflow.spark
+    from pyspark.sql import functions as F
+
+    from sf_ml import evaluation as E
+    from sf_ml.modeling import feature_columns
+    from sf_ml.panel import TARGET
+    from sf_ml.registry import thresholds_for, version_config
+
+    columns = feature_columns(version_config(model_uri))
+    panel = spark.read.parquet(str(features_dir))
+    missing = sorted(set(columns) - set(panel.columns))
+    if missing:
+        raise ValueError(f"{features_dir} lacks the columns {missing} that {model_uri} needs")
+    rows = panel.where(
+        F.col(TARGET).isNotNull() & (F.col("periode") >= F.lit(start).cast("date"))
+        & (F.col("periode") <= F.lit(end).cast("date"))
+    ).select("siren", "periode", TARGET, *columns)
+    model = mlflow.spark.load_model(model_uri)
+    y, p = E.collect_predictions(model.transform(rows))
+    if len(y) == 0:
+        raise ValueError(f"no labelled row between {start} and {end} in {features_dir}")
+    return E.evaluate(y, p, thresholds_for(model_uri))
+
+
+def promote(
+    model_name: str = "sf_failure",
+    candidate: str = "challenger",
+    features_dir: str | Path = "data/features",
+    dry_run: bool = False,
+    eval_start: str | None = None,
+    eval_end: str | None = None,
+    gate: PromotionGate = GATE,
+    spark=None,
+) -> dict[str, Any]:
+    """Compare a candidate with the champion on one evaluation set and move ``champion`` if it passes.
+
+    Args:
+        model_name: Registered model name.
+        candidate: Alias (``challenger``) or version number of the candidate.
+        features_dir: Features panel holding the evaluation periodes.
+        dry_run: Evaluate and record, but never move the alias.
+        eval_start: First evaluation periode (default: after both training windows).
+        eval_end: Last evaluation periode (default: last labelled periode).
+        gate: The promotion gate.
+        spark: Spark session (default: :func:`sf_ml.spark.get_spark`).
+
+    Returns:
+        ``decision`` (``promoted``, ``refused``, ``would_promote``, ``unchanged``), ``reason``,
+        ``candidate_version``, ``previous_champion``, the metrics of both, the window, ``run_id``.
+    """
+    import mlflow
+
+    from sf_ml.registry import current_version, model_version
+    from sf_ml.spark import get_spark
+    from sf_ml.tracking import stage_run
+
+    spark = spark or get_spark("sf_ml-promote")
+    client = mlflow.MlflowClient()
+    params = dict(model_name=model_name, candidate=candidate, features_dir=str(features_dir), dry_run=dry_run,
+                  eval_start=eval_start, eval_end=eval_end)
+    context = (stage_run("promote", params) if mlflow.active_run() is None
+               else contextlib.nullcontext(mlflow.active_run()))
+    with context as run:
+        try:
+            cand = model_version(_candidate_uri(model_name, candidate))
+        except Exception as error:  # noqa: BLE001 - re-raised with the registry's message
+            raise ValueError(f"candidate {candidate!r} of {model_name!r} does not resolve: {error}") from None
+        champ = current_version(model_name, CHAMPION)
+        versions = [cand] + ([champ] if champ is not None and champ.version != cand.version else [])
+        start, end = evaluation_window(
+            features_dir, [v.tags.get("train_end", "1900-01-01") for v in versions], spark, eval_start, eval_end
+        )
+        metrics = {
+            v.version: evaluate_version(f"models:/{model_name}/{v.version}", features_dir, start, end, spark)
+            for v in versions
+        }
+        cand_metrics = metrics[cand.version]
+        champ_metrics = metrics.get(champ.version) if champ is not None else None
+        if champ is not None and champ.version == cand.version:
+            passed, reason, decision = False, f"version {cand.version} already holds {CHAMPION}", "unchanged"
+        else:
+            passed, reason = gate.decide(cand_metrics, champ_metrics)
+            decision = ("would_promote" if dry_run else "promoted") if passed else "refused"
+        record = {
+            "decision": decision, "reason": reason, "model_name": model_name,
+            "candidate_version": int(cand.version),
+            "previous_champion": int(champ.version) if champ is not None else None,
+            "evaluation_window": [start, end], "gate": asdict(gate), "dry_run": dry_run,
+            "candidate_metrics": cand_metrics, "champion_metrics": champ_metrics,
+            "run_id": run.info.run_id,
+            "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        mlflow.log_params({"eval_start_resolved": start, "eval_end_resolved": end,
+                           **{f"gate.{k}": v for k, v in asdict(gate).items()}})
+        mlflow.log_metrics({f"candidate_{k}": float(v) for k, v in cand_metrics.items() if v == v})
+        if champ_metrics is not None:
+            mlflow.log_metrics({f"champion_{k}": float(v) for k, v in champ_metrics.items() if v == v})
+        mlflow.set_tags({"decision": decision, "reason": reason[:5000], "model_name": model_name,
+                         "candidate_version": cand.version,
+                         "previous_champion": champ.version if champ is not None else "none"})
+        mlflow.log_dict(record, "promotion.json")
+
+        note = f"{record['decided_at']} promote run {run.info.run_id}: {decision} ({reason})"
+        if decision == "promoted":
+            client.set_registered_model_alias(model_name, CHAMPION, cand.version)
+            client.set_model_version_tag(model_name, cand.version, "champion_since", record["decided_at"])
+            if champ is not None:
+                client.set_model_version_tag(model_name, champ.version, "champion_until", record["decided_at"])
+                client.set_model_version_tag(model_name, champ.version, "replaced_by", cand.version)
+        client.set_model_version_tag(model_name, cand.version, "promotion_decision", decision)
+        client.set_model_version_tag(model_name, cand.version, "promotion_run_id", run.info.run_id)
+        description = (cand.description or "").strip()
+        client.update_model_version(model_name, cand.version, (description + "\n" + note).strip())
+        log.info("%s version %s: %s", model_name, cand.version, note)
+    return record
+
+
+def promotion_history(model_name: str) -> list[dict[str, Any]]:
+    """Every recorded promotion decision of a model, oldest first (from the promote runs).
+
+    Args:
+        model_name: Registered model name.
+
+    Returns:
+        One dict per decision: run id, time, candidate, previous champion, decision, reason.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(
+        experiments, f"tags.stage = 'promote' and tags.model_name = '{model_name}'",
+        order_by=["attributes.start_time ASC"],
+    )
+    return [
+        {"run_id": r.info.run_id, "start_time": r.info.start_time, "decision": r.data.tags.get("decision"),
+         "candidate_version": r.data.tags.get("candidate_version"),
+         "previous_champion": r.data.tags.get("previous_champion"), "reason": r.data.tags.get("reason")}
+        for r in runs
+    ]
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """A one-paragraph human summary of a promotion record."""
+    return json.dumps({k: record[k] for k in ("decision", "reason", "candidate_version", "previous_champion",
+                                               "evaluation_window")}, ensure_ascii=False)
