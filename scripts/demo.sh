@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# Set up the environment (idempotent) and run the demo end to end on a synthetic world.
+# Set up the environment (idempotent) and run the whole pipeline on a synthetic world:
+# generate -> build_features -> train -> promote -> score, as child runs of one `main` run.
+# Steps already run with the same parameters at the same git commit are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export SPARK_LOCAL_IP=127.0.0.1
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}
-N_COMPANIES=${N_COMPANIES:-5000}
-mlflow run . -e generate --env-manager local --experiment-name sf_ml \
-  -P output_dir=data/raw -P n_companies="$N_COMPANIES"
-mlflow run . -e ingest --env-manager local --experiment-name sf_ml \
-  -P raw_dir=data/raw -P output_dir=data/typed
-mlflow run . -e build_features --env-manager local --experiment-name sf_ml \
-  -P raw_dir=data/raw -P output_dir=data/features -P config=standard
-echo "demo done: raw world in data/raw, features in data/features; runs in $MLFLOW_TRACKING_URI (mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI)"
+mlflow run . -e main --env-manager local --experiment-name sf_ml \
+  -P workdir=data -P n_companies="${N_COMPANIES:-5000}" -P config="${CONFIG:-standard}"
+echo "alert list: $PWD/data/scores/2025-12-01/alert_list.json"
+echo "runs: $MLFLOW_TRACKING_URI  (browse: .venv/bin/mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI)"

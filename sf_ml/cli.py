@@ -245,6 +245,37 @@ def score(model_uri: str, prediction_date: str, features_dir: str, raw_dir: str,
     )
 
 
+@cli.command("run-all")
+@click.option("--workdir", default="data", show_default=True, help="Directory for world, features and scores.")
+@click.option("--raw-dir", default="", help="Contract raw directory (default: generate a synthetic world).")
+@click.option("--config", default="standard", show_default=True, help="Experiment config (name or path).")
+@click.option("--n-companies", type=int, default=5000, show_default=True, help="Companies of the generated world.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated world.")
+@click.option("--start", default="2016-01-01", show_default=True, help="First periode of the panel.")
+@click.option("--end", default="2025-12-01", show_default=True, help="Last periode of the panel.")
+@click.option("--train-start", default="2016-01-01", show_default=True, help="First training periode.")
+@click.option("--train-end", default="2022-06-01", show_default=True, help="Last training periode.")
+@click.option("--prediction-date", default="2025-12-01", show_default=True, help="Month to score.")
+@click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
+def run_all(workdir: str, raw_dir: str, config: str, n_companies: int, seed: int, start: str, end: str,
+            train_start: str, train_end: str, prediction_date: str, model_name: str) -> None:
+    """Whole pipeline: generate -> build_features -> train -> promote -> score, as child runs."""
+    from sf_ml.pipeline import run_all as run_pipeline
+    from sf_ml.tracking import stage_run
+
+    params = dict(workdir=workdir, raw_dir=raw_dir, config=config, n_companies=n_companies, seed=seed,
+                  start=start, end=end, train_start=train_start, train_end=train_end,
+                  prediction_date=prediction_date, model_name=model_name)
+    with stage_run("main", params):
+        summary = run_pipeline(workdir, raw_dir or None, config, n_companies, seed, start, end, train_start,
+                               train_end, prediction_date, model_name)
+    for name, step in summary["steps"].items():
+        click.echo(f"{name:15s} run {step['run_id']}{' (reused)' if step['reused'] else ''}")
+    click.echo(f"trained {model_name} version {summary['trained_version']}: {summary['promotion']}; "
+               f"champion is version {summary['champion_version']}")
+    click.echo(f"alert list: {summary['alert_list']}")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="sf-ml")

@@ -1,0 +1,128 @@
+"""Entry point ``main``: generate -> build_features -> train -> promote -> score, one parent run.
+
+Each step is the project's own entry point launched with ``mlflow.run`` (``--env-manager local``),
+so it becomes a child run of the pipeline's run. A step whose entry point already finished with
+the same parameters at the same git commit (and whose outputs still exist) is not run again:
+its earlier run is reused and recorded as such.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def _find_finished(client, experiment_id: str, entry_point: str, parameters: dict[str, str], commit: str | None):
+    """The latest finished run of ``entry_point`` with exactly ``parameters`` at ``commit``, or None."""
+    query = f"tags.`mlflow.project.entryPoint` = '{entry_point}' and attributes.status = 'FINISHED'"
+    for run in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=50):
+        if commit and run.data.tags.get("mlflow.source.git.commit") != commit:
+            continue
+        if all(run.data.params.get(k) == str(v) for k, v in parameters.items()):
+            return run
+    return None
+
+
+def run_step(entry_point: str, parameters: dict[str, Any], outputs: list[str] | None = None) -> tuple[Any, bool]:
+    """Run one entry point as a child run, or reuse an identical finished one.
+
+    Args:
+        entry_point: MLproject entry point.
+        parameters: Its parameters (stringified).
+        outputs: Paths the step writes; a reused run needs them to still exist.
+
+    Returns:
+        ``(run, reused)`` with the child's ``mlflow.entities.Run``.
+    """
+    import mlflow
+    from mlflow.utils.git_utils import get_git_commit
+
+    client = mlflow.MlflowClient()
+    parent = mlflow.active_run()
+    parameters = {k: str(v) for k, v in parameters.items()}
+    commit = get_git_commit(str(PROJECT_DIR))
+    earlier = _find_finished(client, parent.info.experiment_id, entry_point, parameters, commit)
+    if earlier is not None and all(Path(p).exists() for p in outputs or []):
+        log.info("step %s: reusing run %s (same parameters, commit %s)", entry_point, earlier.info.run_id, commit)
+        mlflow.set_tag(f"step.{entry_point}", f"reused {earlier.info.run_id}")
+        return earlier, True
+    log.info("step %s: running with %s", entry_point, parameters)
+    submitted = mlflow.run(
+        str(PROJECT_DIR), entry_point=entry_point, parameters=parameters, env_manager="local",
+        experiment_id=parent.info.experiment_id, synchronous=True,
+    )
+    mlflow.set_tag(f"step.{entry_point}", f"ran {submitted.run_id}")
+    return client.get_run(submitted.run_id), False
+
+
+def run_all(
+    workdir: str = "data",
+    raw_dir: str | None = None,
+    config: str = "standard",
+    n_companies: int = 5000,
+    seed: int = 0,
+    start: str = "2016-01-01",
+    end: str = "2025-12-01",
+    train_start: str = "2016-01-01",
+    train_end: str = "2022-06-01",
+    prediction_date: str = "2025-12-01",
+    model_name: str = "sf_failure",
+) -> dict[str, Any]:
+    """Run the whole pipeline inside the active (parent) run.
+
+    Args:
+        workdir: Directory for the world, the features and the scores.
+        raw_dir: Contract raw directory; when None a synthetic world is generated.
+        config: Experiment config name or path.
+        n_companies: Companies of the generated world.
+        seed: Seed of the generated world.
+        start: First periode of the features panel.
+        end: Last periode of the features panel.
+        train_start: First training periode.
+        train_end: Last training periode.
+        prediction_date: Month scored.
+        model_name: Registered model name.
+
+    Returns:
+        Run ids per step, the trained version, the promotion decision and the score outputs.
+    """
+    import mlflow
+
+    work = Path(workdir).resolve()
+    client = mlflow.MlflowClient()
+    steps: dict[str, Any] = {}
+    if raw_dir is None:
+        raw_dir = str(work / "raw")
+        run, reused = run_step("generate", dict(output_dir=raw_dir, n_companies=n_companies, seed=seed,
+                                                start="2014-01-01", end="2025-12-31", file_format="csv"), [raw_dir])
+        steps["generate"] = (run.info.run_id, reused)
+    features_dir = str(work / "features")
+    run, reused = run_step("build_features", dict(raw_dir=raw_dir, output_dir=features_dir, config=config,
+                                                  start=start, end=end, labels_until=""), [features_dir])
+    steps["build_features"] = (run.info.run_id, reused)
+    run, reused = run_step("train", dict(features_dir=features_dir, config=config, train_start=train_start,
+                                         train_end=train_end, model_name=model_name, seed=""))
+    steps["train"] = (run.info.run_id, reused)
+    version = run.data.tags["registered_version"]
+    run, reused = run_step("promote", dict(model_name=model_name, candidate=version, features_dir=features_dir,
+                                           dry_run="false", eval_start="", eval_end=""))
+    steps["promote"] = (run.info.run_id, reused)
+    decision = client.get_run(run.info.run_id).data.tags.get("decision")
+    champion = client.get_model_version_by_alias(model_name, "champion")
+    scores_dir = str(work / "scores" / prediction_date)
+    run, reused = run_step("score", dict(model_uri=f"models:/{model_name}/{champion.version}",
+                                         prediction_date=prediction_date, features_dir=features_dir,
+                                         raw_dir="", output_dir=scores_dir), [scores_dir])
+    steps["score"] = (run.info.run_id, reused)
+    summary = {
+        "steps": {name: {"run_id": rid, "reused": r} for name, (rid, r) in steps.items()},
+        "trained_version": int(version), "promotion": decision, "champion_version": int(champion.version),
+        "alert_list": str(Path(scores_dir) / "alert_list.json"), "features_dir": features_dir,
+    }
+    mlflow.log_dict(summary, "pipeline.json")
+    mlflow.set_tags({"trained_version": version, "promotion": decision or "", "champion_version": champion.version})
+    return summary
