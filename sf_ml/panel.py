@@ -9,6 +9,7 @@ calendar-correct on any input, dense or not.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -86,106 +87,6 @@ def monthly_grid(urssaf_effectif: DataFrame, first_periode: str | dt.date, last_
     )
 
 
-def as_of_join(grid: DataFrame, states: DataFrame, columns: list[str]) -> DataFrame:
-    """Attach to each grid row the latest state known at its periode (carried forward).
-
-    States dated before a company's first grid month are folded into that month, so their
-    latest value is still carried. Columns of one state move together: a newer state with a
-    null field replaces an older non-null value.
-
-    Args:
-        grid: ``siren, periode, ...`` dense monthly grid.
-        states: ``siren, periode`` (periode from which the state holds) plus ``columns``.
-        columns: Value columns of ``states`` to attach.
-
-    Returns:
-        ``grid`` with ``columns`` added (null before the first state).
-    """
-    starts = grid.groupBy("siren").agg(F.min("periode").alias("grid_start"))
-    folded = (
-        states.join(starts, "siren")
-        .select(
-            "siren",
-            F.greatest("periode", "grid_start").alias("periode_in_grid"),
-            F.col("periode").alias("known_from"),
-            F.struct(*columns).alias("state"),
-        )
-        .groupBy("siren", F.col("periode_in_grid").alias("periode"))
-        .agg(F.max_by("state", "known_from").alias("state"))
-    )
-    carried = F.last("state", ignorenulls=True).over(
-        Window.partitionBy("siren").orderBy("periode").rowsBetween(Window.unboundedPreceding, 0)
-    )
-    joined = grid.join(folded, KEY, "left").withColumn("state", carried)
-    return joined.select(*grid.columns, *(F.col(f"state.{c}").alias(c) for c in columns))
-
-
-def add_headcount_scope_columns(panel: DataFrame, urssaf_effectif: DataFrame) -> DataFrame:
-    """Add ``effectif`` (latest month before T), ``n_effectif_recents`` and ``effectif_max_36m``.
-
-    Args:
-        panel: Dense ``siren, periode`` grid.
-        urssaf_effectif: Typed ``urssaf_effectif`` table.
-
-    Returns:
-        ``panel`` with the three columns added.
-    """
-    known = sources.effectif_known(urssaf_effectif).withColumnRenamed("effectif", "effectif_mois")
-    ordered = Window.partitionBy("siren").orderBy("month_index")
-    joined = panel.join(known, KEY, "left").withColumn("month_index", month_index("periode"))
-    return joined.select(
-        *panel.columns,
-        F.last("effectif_mois", ignorenulls=True)
-        .over(ordered.rangeBetween(Window.unboundedPreceding, 0))
-        .alias("effectif"),
-        F.count("effectif_mois").over(ordered.rangeBetween(-(SCOPE_RECENT_MONTHS - 1), 0)).alias(
-            "n_effectif_recents"
-        ),
-        F.max("effectif_mois")
-        .over(ordered.rangeBetween(-(SCOPE_HEADCOUNT_MONTHS - 1), 0))
-        .alias("effectif_max_36m"),
-    )
-
-
-def head_office_active(panel: DataFrame, historique: DataFrame | None, profile: DataFrame) -> DataFrame:
-    """Add ``siege_actif``: whether the head office is active at the periode.
-
-    Where ``sirene_etablissements_historique`` gives periods for the head office, it is active at
-    T when the period covering T (``dateDebut <= T < dateFin``) has state ``A``; a head office with
-    periods none of which covers T is not active. Without history it is taken as active.
-
-    Args:
-        panel: ``siren, periode, ...``.
-        historique: Typed ``sirene_etablissements_historique`` table, or None when absent.
-        profile: Output of :func:`sources.company_profile` (for the head-office siret).
-
-    Returns:
-        ``panel`` with the boolean column ``siege_actif``.
-    """
-    if historique is None:
-        return panel.withColumn("siege_actif", F.lit(True))
-    periods = historique.join(
-        profile.select("siren", F.col("siret_siege").alias("siret")), "siret"
-    ).select("siren", "dateDebut", "dateFin", "etatAdministratifEtablissement")
-    has_history = periods.select("siren").distinct().withColumn("has_history", F.lit(True))
-    covering = (
-        panel.select(*KEY)
-        .join(periods, "siren")
-        .where(
-            (F.col("dateDebut") <= F.col("periode"))
-            & (F.col("dateFin").isNull() | (F.col("periode") < F.col("dateFin")))
-        )
-        .groupBy(*KEY)
-        .agg(F.max(F.when(F.col("etatAdministratifEtablissement") == "A", 1).otherwise(0)).alias("active"))
-    )
-    return (
-        panel.join(has_history, "siren", "left")
-        .join(covering, KEY, "left")
-        .withColumn("siege_actif", F.col("has_history").isNull() | (F.col("active") == 1))
-        .drop("has_history", "active")
-    )
-
-
 def in_scope(panel: DataFrame) -> Column:
     """The contract's scope rule at T, as a boolean column over the panel's helper columns."""
     return (
@@ -260,6 +161,88 @@ def lookback_months(time_aggregation: dict[str, dict[str, list[int]]]) -> int:
     return max(SCOPE_HEADCOUNT_MONTHS, longest + 12)
 
 
+def company_months(tables: dict[str, DataFrame], grid_start: dt.date, end_date: dt.date) -> DataFrame:
+    """Every monthly source of a company on one row per (siren, periode), states carried forward.
+
+    The grid (:func:`monthly_grid`) and each source's siren x periode frame are stacked and
+    grouped once, after a single repartition by siren: every window that follows (carrying states
+    forward, scope, time aggregations) runs on that partitioning without another shuffle. State
+    events older than the grid stay in the stack so that the state they set is carried into it.
+
+    Args:
+        tables: Typed contract tables by name (optional ones may be missing).
+        grid_start: First periode of the grid (start minus the look-back).
+        end_date: Last periode.
+
+    Returns:
+        ``siren, periode, in_grid``, the headcount scope columns (``effectif``,
+        ``n_effectif_recents``, ``effectif_max_36m``), the flows (``cotisation``,
+        ``ap_heures_consommees``, ``ap_heures_autorisees``) and the carried states (debts,
+        paydex, financial ratios, ``siege_actif_etat``); absent optional sources give nulls.
+    """
+    effectif = tables["urssaf_effectif"]
+    recent = F.col("periode") >= F.lit(grid_start)
+    flows = {
+        "effectif_mois": sources.effectif_known(effectif).withColumnRenamed("effectif", "effectif_mois"),
+        "cotisation": sources.cotisation_monthly(tables["urssaf_cotisation"]),
+    }
+    if "ap_consommation" in tables:
+        flows["ap_heures_consommees"] = sources.ap_consommation_monthly(tables["ap_consommation"])
+    if "ap_demande" in tables:
+        flows["ap_heures_autorisees"] = sources.ap_autorisation_monthly(tables["ap_demande"])
+    states: dict[str, tuple[DataFrame, list[str]]] = {}
+    if "urssaf_debit" in tables:
+        states["debt"] = (sources.debt_outstanding(tables["urssaf_debit"]), list(sources.DEBT_COLUMNS))
+    if "altares_paydex" in tables:
+        states["paydex"] = (sources.paydex_latest(tables["altares_paydex"]), list(sources.PAYDEX_COLUMNS))
+    if "dgfip_bilans" in tables:
+        states["bilan"] = (sources.financial_latest(tables["dgfip_bilans"]), list(sources.FINANCIAL_COLUMNS))
+    if "sirene_etablissements_historique" in tables:
+        profile = sources.company_profile(tables["sirene_etablissements"], tables["sirene_unites_legales"])
+        events = sources.head_office_events(tables["sirene_etablissements_historique"], profile)
+        states["siege"] = (events, ["siege_actif_etat"])
+
+    stack = [monthly_grid(effectif, grid_start, end_date).withColumn("in_grid", F.lit(True))]
+    stack += [frame.where(recent).select("siren", "periode", column) for column, frame in flows.items()]
+    stack += [
+        frame.select("siren", "periode", F.struct(*columns).alias(f"{name}_state"))
+        for name, (frame, columns) in states.items()
+    ]
+    stacked = functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), stack)
+    values = [c for c in stacked.columns if c not in KEY]
+    # One shuffle by siren; the grouping and every siren window below reuse its partitioning.
+    months = (
+        stacked.where(F.col("periode") <= F.lit(end_date))
+        .repartition("siren")
+        .groupBy("siren", "periode")
+        .agg(*(F.max(c).alias(c) for c in values))
+    )
+    by_month = Window.partitionBy("siren").orderBy(month_index("periode"))
+    carried = by_month.rangeBetween(Window.unboundedPreceding, 0)
+    columns = [
+        "siren", "periode", F.coalesce(F.col("in_grid"), F.lit(False)).alias("in_grid"),
+        F.last("effectif_mois", ignorenulls=True).over(carried).alias("effectif"),
+        F.count("effectif_mois").over(by_month.rangeBetween(-(SCOPE_RECENT_MONTHS - 1), 0)).alias("n_effectif_recents"),
+        F.max("effectif_mois").over(by_month.rangeBetween(-(SCOPE_HEADCOUNT_MONTHS - 1), 0)).alias("effectif_max_36m"),
+    ]
+    for flow in ("cotisation", "ap_heures_consommees", "ap_heures_autorisees"):
+        columns.append(F.col(flow) if flow in flows else F.lit(None).cast("double").alias(flow))
+    for name, (_, state_columns) in states.items():
+        state = F.last(f"{name}_state", ignorenulls=True).over(carried)
+        columns += [state[c].alias(c) for c in state_columns]
+    for column in [*sources.DEBT_COLUMNS, *sources.PAYDEX_COLUMNS, *sources.FINANCIAL_COLUMNS]:
+        if not any(column in cols for _, cols in states.values()):
+            # Absent optional table: its features are null, imputed later as configured.
+            columns.append(F.lit(None).cast("double").alias(column))
+    months = months.select(*columns)
+    if "debt" in states:
+        # With the debit table, no recorded debt means no debt.
+        months = months.fillna(0.0, subset=list(sources.DEBT_COLUMNS))
+    if "siege" not in states:
+        months = months.withColumn("siege_actif_etat", F.lit(None).cast("boolean"))
+    return months
+
+
 def build_panel(
     tables: dict[str, DataFrame],
     start: str | dt.date,
@@ -295,51 +278,38 @@ def build_panel(
         labels_until = judgments.agg(F.max("date_jugement")).first()[0]
     labels_until = labels_until or end_date
 
-    effectif = tables["urssaf_effectif"]
-    panel = monthly_grid(effectif, grid_start, end_date)
-    panel = add_headcount_scope_columns(panel, effectif)
-
-    flows = [sources.cotisation_monthly(tables["urssaf_cotisation"])]
-    if "ap_consommation" in tables:
-        flows.append(sources.ap_consommation_monthly(tables["ap_consommation"]))
-    if "ap_demande" in tables:
-        flows.append(sources.ap_autorisation_monthly(tables["ap_demande"]))
-    for flow in flows:
-        panel = panel.join(flow, KEY, "left")
-
-    if "urssaf_debit" in tables:
-        panel = as_of_join(panel, sources.debt_outstanding(tables["urssaf_debit"]), list(sources.DEBT_COLUMNS))
-    if "altares_paydex" in tables:
-        panel = as_of_join(panel, sources.paydex_latest(tables["altares_paydex"]), list(sources.PAYDEX_COLUMNS))
-    if "dgfip_bilans" in tables:
-        panel = as_of_join(
-            panel, sources.financial_latest(tables["dgfip_bilans"]), list(sources.FINANCIAL_COLUMNS)
+    panel = company_months(tables, grid_start, end_date)
+    profile = sources.company_profile(tables["sirene_etablissements"], tables["sirene_unites_legales"])
+    has_history = None
+    if "sirene_etablissements_historique" in tables:
+        has_history = (
+            tables["sirene_etablissements_historique"].select("siret").distinct()
+            .join(profile.select("siren", F.col("siret_siege").alias("siret")), "siret")
+            .select("siren", F.lit(True).alias("siege_historique")).distinct()
         )
-    derived = ("dette_par_effectif", "dette_sur_cotisation_mean12m", "age_entreprise")
-    for column in BASE_FEATURES:
-        if column not in panel.columns and column not in derived:
-            # Absent optional table: its features are null, imputed later as configured.
-            panel = panel.withColumn(column, F.lit(None).cast("double"))
+    static = profile.join(sources.failure_dates(judgments), "siren", "left")
+    if has_history is not None:
+        static = static.join(has_history, "siren", "left")
+    panel = panel.join(static, "siren", "left")
 
-    # Debts are known only where the table is; with it, no record means no debt.
-    if "urssaf_debit" in tables:
-        panel = panel.fillna(0.0, subset=list(sources.DEBT_COLUMNS))
     debt = F.col("dette_sociale_ouvriere") + F.col("dette_sociale_patronale")
     cotisation_mean12m = F.avg("cotisation").over(
         Window.partitionBy("siren").orderBy(month_index("periode")).rangeBetween(-11, 0)
     )
-    profile = sources.company_profile(tables["sirene_etablissements"], tables["sirene_unites_legales"])
+    siege_actif = (
+        F.col("siege_historique").isNull() | F.coalesce(F.col("siege_actif_etat"), F.lit(False))
+        if has_history is not None else F.lit(True)
+    )
     panel = (
         panel.withColumn("dette_par_effectif", sources.safe_ratio(debt, F.col("effectif")))
         .withColumn("dette_sur_cotisation_mean12m", sources.safe_ratio(debt, cotisation_mean12m))
-        .join(profile, "siren", "left")
         .withColumn("age_entreprise", F.months_between("periode", "date_creation") / 12.0)
-        .join(sources.failure_dates(judgments), "siren", "left")
+        .withColumn("siege_actif", siege_actif)
     )
     panel = add_time_aggregations(panel, time_aggregation)
-    panel = head_office_active(panel, tables.get("sirene_etablissements_historique"), profile)
     panel = panel.where(
-        (F.col("periode") >= F.lit(start_date)) & (F.col("periode") <= F.lit(end_date)) & in_scope(panel)
+        F.col("in_grid") & (F.col("periode") >= F.lit(start_date)) & (F.col("periode") <= F.lit(end_date))
+        & in_scope(panel)
     )
     panel = panel.withColumn(TARGET, failure_target(F.col("periode"), F.col("date_defaillance"), labels_until))
     aggregated = [

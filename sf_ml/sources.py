@@ -398,3 +398,46 @@ def company_profile(sirene_etablissements: DataFrame, sirene_unites_legales: Dat
         F.col("dateCreationUniteLegale").alias("date_creation"),
     )
     return head_offices.join(legal, "siren", "full_outer")
+
+
+def _month_ceiling(date: Column) -> Column:
+    """First month start on or after ``date``."""
+    return F.when(F.dayofmonth(date) == 1, date).otherwise(F.add_months(F.trunc(date, "month"), 1))
+
+
+def head_office_events(sirene_etablissements_historique: DataFrame, profile: DataFrame) -> DataFrame:
+    """Changes of the head office's administrative state, at the periodes where they take effect.
+
+    A period ``[dateDebut, dateFin)`` covers periode T when ``dateDebut <= T < dateFin``: it starts
+    to hold at the first month start on or after ``dateDebut`` and stops at the first one on or
+    after ``dateFin``. Where a period ends and the next starts within the same month, the latest
+    event wins (a start over an end on the same day).
+
+    Args:
+        sirene_etablissements_historique: Typed ``sirene_etablissements_historique`` table.
+        profile: Output of :func:`company_profile` (for the head-office siret).
+
+    Returns:
+        ``siren, periode, siege_actif_etat`` (a state: ``true`` active, ``false`` closed or no
+        period covering the periode).
+    """
+    periods = sirene_etablissements_historique.where(F.col("dateDebut").isNotNull()).join(
+        profile.select("siren", F.col("siret_siege").alias("siret")), "siret"
+    )
+    starts = periods.select(
+        "siren",
+        _month_ceiling(F.col("dateDebut")).alias("periode"),
+        F.struct(
+            F.col("dateDebut").alias("event_date"), F.lit(1).alias("is_start"),
+            (F.trim("etatAdministratifEtablissement") == "A").alias("active"),
+        ).alias("event"),
+    )
+    ends = periods.where(F.col("dateFin").isNotNull()).select(
+        "siren",
+        _month_ceiling(F.col("dateFin")).alias("periode"),
+        F.struct(F.col("dateFin").alias("event_date"), F.lit(0).alias("is_start"), F.lit(False).alias("active")).alias(
+            "event"
+        ),
+    )
+    latest = starts.unionByName(ends).groupBy("siren", "periode").agg(F.max("event").alias("event"))
+    return latest.select("siren", "periode", F.col("event.active").alias("siege_actif_etat"))
