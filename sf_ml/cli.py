@@ -4,6 +4,7 @@ parameters, opens the stage's MLflow run and calls one function of one module.""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -231,6 +232,16 @@ def score(model_uri: str, prediction_date: str, features_dir: str, raw_dir: str,
         _fail(ScoringError("give exactly one of --features-dir and --raw-dir"))
     params = dict(model_uri=model_uri, prediction_date=prediction_date, features_dir=features_dir or "",
                   raw_dir=raw_dir or "", output_dir=output_dir)
+    if os.environ.get("MLFLOW_RUN_ID"):
+        # Under `mlflow run` the entry point's parameters are already logged, shell-quoted (an empty
+        # one as ''): logging them again with their plain value would be refused as a change.
+        import mlflow
+
+        from sf_ml.tracking import setup_tracking
+
+        setup_tracking()
+        logged = mlflow.MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).data.params
+        params = {key: value for key, value in params.items() if key not in logged}
     with stage_run("score", params):
         try:
             summary = score_companies(model_uri, prediction_date, output_dir, features_dir=features_dir,
@@ -274,6 +285,39 @@ def run_all(workdir: str, raw_dir: str, config: str, n_companies: int, seed: int
     click.echo(f"trained {model_name} version {summary['trained_version']}: {summary['promotion']}; "
                f"champion is version {summary['champion_version']}")
     click.echo(f"alert list: {summary['alert_list']}")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind (0.0.0.0 to serve other machines: then pass -- --allowed-hosts ...).")
+@click.option("--port", type=int, default=5000, show_default=True, help="Port.")
+@click.option("--backend-store-uri", default="sqlite:///mlflow.db", show_default=True,
+              help="Runs and registry store: sqlite:///... or postgresql+psycopg2://user@host:5432/db.")
+@click.option("--artifacts-destination", default="./mlartifacts", show_default=True,
+              help="Where the server stores the artifacts it proxies (directory, or s3://... etc.).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Server worker processes.")
+@click.option("--job-execution/--no-job-execution", default=False, show_default=True,
+              help="MLflow's background job runner (unused here; ~2.5 GB more memory).")
+@click.option("--print-command", is_flag=True, help="Print the mlflow server command line and exit.")
+@click.argument("mlflow_args", nargs=-1, type=click.UNPROCESSED)
+def server(host: str, port: int, backend_store_uri: str, artifacts_destination: str, workers: int,
+           job_execution: bool, print_command: bool, mlflow_args: tuple[str, ...]) -> None:
+    """Run the team's MLflow tracking server (foreground) with proxied artifacts.
+
+    Clients use MLFLOW_TRACKING_URI=http://HOST:PORT. Arguments after -- go to mlflow server.
+    """
+    import shlex
+
+    from sf_ml.server import JOB_EXECUTION_VARIABLE, run_server, server_command
+
+    if print_command:
+        command = server_command(backend_store_uri, artifacts_destination, host, port, workers, mlflow_args)
+        value = "true" if job_execution else "false"
+        click.echo(f"{JOB_EXECUTION_VARIABLE}={value} " + shlex.join(command))
+        return
+    click.echo(f"tracking server on http://{host}:{port} (store {backend_store_uri}, artifacts "
+               f"{artifacts_destination})", err=True)
+    run_server(backend_store_uri, artifacts_destination, host, port, workers, job_execution, mlflow_args)
 
 
 def main() -> None:

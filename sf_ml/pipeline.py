@@ -9,6 +9,7 @@ its earlier run is reused and recorded as such.
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ def _find_finished(client, experiment_id: str, entry_point: str, parameters: dic
     for run in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=50):
         if commit and run.data.tags.get("mlflow.source.git.commit") != commit:
             continue
-        if all(run.data.params.get(k) == str(v) for k, v in parameters.items()):
+        # mlflow run stores parameters shell-quoted (an empty one as '').
+        if all(run.data.params.get(k) in (str(v), shlex.quote(str(v))) for k, v in parameters.items()):
             return run
     return None
 

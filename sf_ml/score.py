@@ -1,0 +1,689 @@
+"""Stage ``score``: score every company in scope at a prediction date with a registered model.
+
+The model URI (``models:/sf_failure@champion`` by default, or ``models:/<name>/<version>``) is
+resolved once to a registered version; that exact version is loaded with the Spark flavor and
+its alert thresholds (version tags) and training configuration (``config.json`` of its training
+run) travel with it. Features come from a features directory (the ``periode`` partition of the
+date) or are built for that month only from a raw directory with the model's configuration.
+
+Outputs, written atomically into ``output_dir`` (a staging directory moved into place):
+
+- ``predictions.parquet`` and ``predictions.csv``: one row per company, sorted by siren;
+- ``alert_list.json``: the companies on alert for the front end, riskiest first;
+- ``manifest.json``: model, date, features digest, counts, ``scored_at`` and file hashes.
+
+Scoring is idempotent: the same model version, thresholds, date and features give byte-identical
+files. ``scored_at`` is the only clock reading, and it is reused from the manifest already in
+``output_dir`` when that manifest's inputs are identical; every sort order and float format is
+fixed. The features digest is a content hash of the scored rows (not of file names, which Spark
+randomises), so rebuilding the same month from the same raw directory keeps it.
+
+The active MLflow run (one is opened with :func:`sf_ml.tracking.stage_run` if none is) receives
+counts and rates per alert level, the score distribution, and the drift against the previous
+scoring of the same registered model (:mod:`sf_ml.drift`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sf_ml.config import ExperimentConfig
+from sf_ml.panel import METADATA_COLUMNS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_URI = "models:/sf_failure@champion"
+LEVELS = ("risque_fort", "risque_modere")  # from the highest threshold down
+NO_ALERT = "pas_d_alerte"
+ALERTS = (*LEVELS, NO_ALERT)
+TOP_K = 3
+PREDICTIONS_PARQUET = "predictions.parquet"
+PREDICTIONS_CSV = "predictions.csv"
+ALERT_LIST = "alert_list.json"
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+CSV_FLOAT_FORMAT = "%.10g"
+QUANTILES = (0.01, 0.05, 0.10, 0.25, 0.50, 0.75, 0.90, 0.95, 0.99)
+DRIFT_PROFILE = "drift/profile.json"
+DRIFT_PSI = "drift/psi.json"
+
+
+class ScoringError(ValueError):
+    """A scoring that cannot run: unresolvable model, unusable features or an empty date."""
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A registered model version resolved for scoring.
+
+    Args:
+        uri: The URI asked for (may hold an alias).
+        name: Registered model name.
+        version: Version number the URI resolved to.
+        run_id: The training run of that version.
+        thresholds: ``{"risque_fort": t, "risque_modere": t}`` from the version's tags.
+        config: The training configuration (``config.json`` of the training run).
+    """
+
+    uri: str
+    name: str
+    version: int
+    run_id: str
+    thresholds: dict[str, float]
+    config: ExperimentConfig = field(compare=False)
+
+    @property
+    def version_uri(self) -> str:
+        """``models:/<name>/<version>``: the exact version, immune to a moving alias."""
+        return f"models:/{self.name}/{self.version}"
+
+
+def resolve_model(model_uri: str) -> ScoringModel:
+    """Resolve a registry URI to a version with its thresholds and training configuration.
+
+    Args:
+        model_uri: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+
+    Returns:
+        The resolved version (the model itself is not loaded).
+
+    Raises:
+        ScoringError: Malformed URI, unknown name, alias or version, missing threshold tags, or
+            no readable ``config.json`` in the training run.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from sf_ml.config import ConfigError, _build, _validate
+    from sf_ml.registry import THRESHOLD_TAG_PREFIX, model_version
+
+    try:
+        version = model_version(model_uri)
+    except MlflowException as error:
+        raise ScoringError(
+            f"model {model_uri!r} does not resolve to a registered version "
+            f"(unknown name, alias or version): {error.message}"
+        ) from error
+    except ValueError as error:
+        raise ScoringError(str(error)) from error
+    tags = dict(version.tags or {})
+    thresholds = {}
+    for level in LEVELS:
+        raw = tags.get(f"{THRESHOLD_TAG_PREFIX}{level}")
+        if raw is None:
+            raise ScoringError(
+                f"{model_uri} (version {version.version}) has no {THRESHOLD_TAG_PREFIX}{level} tag: "
+                "register it with sf_ml.train"
+            )
+        thresholds[level] = float(raw)
+    run_id = version.run_id or tags.get("run_id")
+    if not run_id:
+        raise ScoringError(f"{model_uri} (version {version.version}) has no training run")
+    try:
+        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json")
+        config = _validate(_build(ExperimentConfig, data, f"config.json of run {run_id}"))
+    except (MlflowException, OSError, ConfigError) as error:
+        raise ScoringError(
+            f"cannot read the training configuration (config.json) of run {run_id} of {model_uri}: {error}"
+        ) from error
+    return ScoringModel(model_uri, version.name, int(version.version), run_id, thresholds, config)
+
+
+def alert_levels(probabilities, thresholds: dict[str, float]) -> np.ndarray:
+    """Alert level per probability: ``risque_fort`` if p >= its threshold, else ``risque_modere``
+    if p >= its threshold, else ``pas_d_alerte``."""
+    p = np.asarray(probabilities, dtype=float)
+    return np.where(p >= thresholds["risque_fort"], "risque_fort",
+                    np.where(p >= thresholds["risque_modere"], "risque_modere", NO_ALERT)).astype(object)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _finite_or_none(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _rounded(value: Any, digits: int = 6) -> float | None:
+    value = _finite_or_none(value)
+    return None if value is None else round(float(value), digits)
+
+
+def _periodes_in(path: Path) -> list[str]:
+    return sorted(p.name.split("=", 1)[1] for p in path.glob("periode=*") if p.is_dir())
+
+
+def month_frame(spark, features_dir: str | Path, prediction_date: dt.date, config: ExperimentConfig):
+    """The rows of one periode of a features directory, with the columns scoring needs.
+
+    Args:
+        spark: Spark session.
+        features_dir: Features panel (parquet partitioned by periode).
+        prediction_date: The periode (first of a month).
+        config: The model's configuration (its feature columns are required).
+
+    Returns:
+        ``siren, periode``, the metadata columns (null where the panel lacks them) and the
+        model's feature columns: a lazy frame (partition-pruned read).
+
+    Raises:
+        ScoringError: Missing directory or model columns.
+    """
+    from pyspark.sql import functions as F
+
+    from sf_ml.modeling import feature_columns
+
+    path = Path(features_dir)
+    if not path.exists():
+        raise ScoringError(f"features directory {features_dir} does not exist")
+    try:
+        panel = spark.read.parquet(str(path))
+    except Exception as error:  # AnalysisException: no parquet file
+        raise ScoringError(f"cannot read a features panel in {features_dir}: {error}") from error
+    columns = feature_columns(config)
+    missing = [c for c in ("siren", "periode", *columns) if c not in panel.columns]
+    if missing:
+        raise ScoringError(
+            f"features in {features_dir} lack the model's column(s) {missing}: rebuild them with the "
+            f"model's config ({config.name})"
+        )
+    metadata = [F.col(c).cast("string").alias(c) if c in panel.columns else F.lit(None).cast("string").alias(c)
+                for c in METADATA_COLUMNS]
+    return panel.where(F.col("periode") == F.lit(prediction_date)).select(
+        F.col("siren").cast("string").alias("siren"), "periode", *metadata, *columns,
+    )
+
+
+def frame_digest(frame) -> tuple[int, int, str]:
+    """Rows, distinct sirens and an order-independent content digest of a frame, in one aggregation.
+
+    The digest combines the xor and the modular sum of a 64-bit hash of every row: it changes
+    when any value changes, not when files are renamed or rows reordered.
+    """
+    from pyspark.sql import functions as F
+
+    row_hash = F.xxhash64(*(F.col(f"`{c}`") for c in frame.columns))
+    row = frame.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.countDistinct("siren").alias("sirens"),
+        F.bit_xor(row_hash).alias("xor"),
+        F.sum(F.pmod(row_hash, F.lit(2_147_483_647))).alias("sum"),
+    ).first()
+    rows = int(row["rows"])
+    text = f"{rows}:{row['xor']}:{row['sum']}:{','.join(frame.columns)}"
+    return rows, int(row["sirens"]), hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _to_pandas(frame) -> pd.DataFrame:
+    """``toPandas`` with Arrow on for the call (much faster on wide frames), then restored."""
+    conf = frame.sparkSession.conf
+    key = "spark.sql.execution.arrow.pyspark.enabled"
+    before = conf.get(key, "false")
+    conf.set(key, "true")
+    try:
+        return frame.toPandas()
+    finally:
+        conf.set(key, before)
+
+
+def _explanations(model, frame, config: ExperimentConfig, values: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """Group scores and top features of every row, aligned with ``values`` (sorted by siren)."""
+    from sf_ml.explain import explain, top_features
+
+    explained = explain(model, frame, config)
+    explained = explained.assign(siren=explained["siren"].astype(str))
+    if len(explained) != len(values) or set(explained["siren"]) != set(values["siren"]):
+        raise RuntimeError(f"explain() returned {len(explained)} rows for {len(values)} companies")
+    explained = explained.set_index("siren").loc[values["siren"]].reset_index()
+    tops = top_features(explained, values.reset_index(drop=True), k=TOP_K)
+    return explained, tops
+
+
+def predictions_table(scored: pd.DataFrame, explained: pd.DataFrame, tops: list, model: ScoringModel,
+                      scored_at: str) -> pd.DataFrame:
+    """The predictions file: one row per company, sorted by siren.
+
+    Columns: ``siren, periode, code_naf, naf_section, region, categorie_juridique, probability,
+    alert, model_name, model_version, run_id, scored_at, expected_value, group_<group>...,
+    top<i>_feature, top<i>_contribution, top<i>_value`` (i = 1..3; null where fewer features
+    push the risk up).
+    """
+    table = scored[["siren", "periode", *METADATA_COLUMNS, "probability", "alert"]].copy()
+    table["model_name"] = model.name
+    table["model_version"] = np.int64(model.version)
+    table["run_id"] = model.run_id
+    table["scored_at"] = scored_at
+    if "expected_value" in explained.columns:
+        table["expected_value"] = explained["expected_value"].astype(float).to_numpy()
+    for column in sorted(c for c in explained.columns if c.startswith("group.")):
+        table["group_" + column.removeprefix("group.")] = explained[column].astype(float).to_numpy()
+    for i in range(TOP_K):
+        entries = [row[i] if i < len(row) else None for row in tops]
+        table[f"top{i + 1}_feature"] = [e["feature"] if e else None for e in entries]
+        table[f"top{i + 1}_contribution"] = [_finite_or_none(e["contribution"]) if e else None for e in entries]
+        table[f"top{i + 1}_value"] = [_finite_or_none(e["value"]) if e else None for e in entries]
+        for kind in ("contribution", "value"):
+            table[f"top{i + 1}_{kind}"] = table[f"top{i + 1}_{kind}"].astype(float)
+    return table.reset_index(drop=True)
+
+
+def alert_list(table: pd.DataFrame, model: ScoringModel, prediction_date: dt.date, scored_at: str,
+               counts: dict[str, int]) -> dict[str, Any]:
+    """The front end's list: header, then each company on alert, riskiest first (ties by siren)."""
+    groups = [c for c in table.columns if c.startswith("group_")]
+    on_alert = table[table["alert"] != NO_ALERT].sort_values(
+        ["probability", "siren"], ascending=[False, True], kind="mergesort")
+    alerts = []
+    for row in on_alert.to_dict("records"):
+        alerts.append({
+            "siren": row["siren"],
+            "code_naf": row["code_naf"],
+            "region": row["region"],
+            "risk_percent": round(float(row["probability"]) * 100, 1),
+            "probability": round(float(row["probability"]), 6),
+            "alert": row["alert"],
+            "threshold_risque_fort": model.thresholds["risque_fort"],
+            "threshold_risque_modere": model.thresholds["risque_modere"],
+            "groups": {g.removeprefix("group_"): _rounded(row[g]) for g in groups},
+            "top_features": [
+                {"feature": row[f"top{i}_feature"], "contribution": _rounded(row[f"top{i}_contribution"]),
+                 "value": _rounded(row[f"top{i}_value"])}
+                for i in range(1, TOP_K + 1) if row[f"top{i}_feature"] is not None
+            ],
+        })
+    return {
+        "model": {"name": model.name, "version": model.version, "run_id": model.run_id,
+                  "uri": model.version_uri},
+        "prediction_date": prediction_date.isoformat(),
+        "scored_at": scored_at,
+        "thresholds": dict(model.thresholds),
+        "counts": {"companies": len(table), **{level: int(counts[level]) for level in ALERTS}},
+        "alerts": alerts,
+    }
+
+
+def _dump_json(data: Any, path: Path) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _dump_alert_list(data: dict[str, Any], path: Path) -> None:
+    """The header indented, then one alert per line: readable, and fast (C encoder) on long lists."""
+    head = json.dumps({k: v for k, v in data.items() if k != "alerts"}, indent=2, ensure_ascii=False,
+                      allow_nan=False)
+    lines = [json.dumps(alert, ensure_ascii=False, allow_nan=False) for alert in data["alerts"]]
+    alerts = "[\n" + ",\n".join("    " + line for line in lines) + "\n  ]" if lines else "[]"
+    path.write_text(head[:-2] + f',\n  "alerts": {alerts}\n}}\n', encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _arrow_type(column: str):
+    import pyarrow as pa
+
+    if column == "periode":
+        return pa.date32()
+    if column == "model_version":
+        return pa.int64()
+    if column in ("probability", "expected_value") or column.startswith("group_") or \
+            column.endswith(("_contribution", "_value")):
+        return pa.float64()
+    return pa.string()
+
+
+def write_outputs(target: Path, table: pd.DataFrame, alerts: dict, manifest: dict) -> dict:
+    """Write the four files into ``target`` atomically (staging directory moved into place).
+
+    Parquet is written by pyarrow as one file with a fixed schema (no random part names, no
+    timestamps, no library versions in its metadata); the CSV uses a fixed float format; JSON is
+    UTF-8 without NaN.
+
+    Returns:
+        The manifest as written (with the size and SHA-256 of the other files).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sf_ml.io import atomic_directory
+
+    schema = pa.schema([(column, _arrow_type(column)) for column in table.columns])
+    with atomic_directory(target) as staging:
+        staging.mkdir(parents=True, exist_ok=True)
+        arrow = pa.Table.from_pandas(table, schema=schema, preserve_index=False)
+        arrow = arrow.replace_schema_metadata(None)  # pandas metadata holds the pandas version
+        pq.write_table(arrow, staging / PREDICTIONS_PARQUET, compression="snappy")
+        csv = table.assign(periode=table["periode"].map(lambda d: d.isoformat()))
+        csv.to_csv(staging / PREDICTIONS_CSV, index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+        _dump_alert_list(alerts, staging / ALERT_LIST)
+        manifest = {**manifest, "files": {
+            name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
+            for name in (PREDICTIONS_PARQUET, PREDICTIONS_CSV, ALERT_LIST)
+        }}
+        _dump_json(manifest, staging / MANIFEST)
+    return manifest
+
+
+def previous_scored_at(output_dir: Path, inputs: dict[str, Any]) -> str | None:
+    """``scored_at`` of the manifest already in ``output_dir`` if it scored the same inputs."""
+    path = output_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if manifest.get("inputs") == inputs and isinstance(manifest.get("scored_at"), str):
+        return manifest["scored_at"]
+    return None
+
+
+def previous_scoring(model_name: str, prediction_date: dt.date, exclude_run_id: str | None = None):
+    """The latest finished ``score`` run of ``model_name`` at an earlier prediction date, or None.
+
+    Searched in every experiment on the tags ``stage``, ``model_name`` and ``prediction_date``;
+    the latest prediction date wins, then the latest start.
+    """
+    import mlflow
+
+    quoted = model_name.replace("\\", "\\\\").replace("'", "\\'")
+    runs = mlflow.search_runs(
+        search_all_experiments=True, output_format="list",
+        filter_string=f"tags.stage = 'score' and tags.model_name = '{quoted}' and attributes.status = 'FINISHED'",
+    )
+    earlier = [r for r in runs
+               if r.info.run_id != exclude_run_id and r.data.tags.get("prediction_date", "") < prediction_date.isoformat()
+               and r.data.tags.get("prediction_date")]
+    if not earlier:
+        return None
+    return max(earlier, key=lambda r: (r.data.tags["prediction_date"], r.info.start_time or 0))
+
+
+def _drift(frame, columns: list[str], model: ScoringModel, prediction_date: dt.date, run_id: str | None):
+    """This scoring's feature profile, and PSI against the previous scoring's profile if any."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from sf_ml import drift
+
+    reference_run = previous_scoring(model.name, prediction_date, run_id)
+    reference = None
+    if reference_run is not None:
+        try:
+            reference = mlflow.artifacts.load_dict(f"runs:/{reference_run.info.run_id}/{DRIFT_PROFILE}")
+        except (MlflowException, OSError) as error:
+            log.warning("previous scoring %s has no readable %s: no drift (%s)",
+                        reference_run.info.run_id, DRIFT_PROFILE, error)
+            reference_run = None
+    own, in_reference = drift.profile(frame, columns, reference=reference)
+    if reference is None:
+        return own, None, None
+    return own, reference_run, drift.psi_by_feature(reference, in_reference)
+
+
+def _log_distribution(probabilities: np.ndarray, thresholds: dict[str, float], prediction_date: dt.date) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.hist(probabilities, bins=50, range=(0, 1), color="#9ab")
+    colors = {"risque_fort": "#c33", "risque_modere": "#e90"}
+    for level, value in thresholds.items():
+        ax.axvline(value, color=colors.get(level, "k"), linestyle="--", label=f"{level} ({value:.3f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("probability of failure within 18 months")
+    ax.set_ylabel("companies")
+    ax.set_title(f"Scores at {prediction_date.isoformat()}")
+    ax.legend()
+    fig.tight_layout()
+    mlflow.log_figure(fig, "score_distribution.png")
+    plt.close(fig)
+
+
+def _log_run(model: ScoringModel, prediction_date: dt.date, table: pd.DataFrame, counts: dict[str, int],
+             profile: dict, reference_run, psi: dict[str, float] | None, manifest: dict, seconds: float) -> dict:
+    import mlflow
+
+    from sf_ml import drift
+
+    rows = len(table)
+    rates = {level: counts[level] / rows for level in ALERTS}
+    alert_rate = (counts["risque_fort"] + counts["risque_modere"]) / rows
+    probabilities = table["probability"].to_numpy(dtype=float)
+    metrics = {
+        "companies_scored": float(rows),
+        **{f"alerts_{level}": float(counts[level]) for level in ALERTS},
+        **{f"alert_rate_{level}": rates[level] for level in ALERTS},
+        "alert_rate": alert_rate,
+        "probability_mean": float(probabilities.mean()),
+        **{f"probability_q{round(q * 100):02d}": float(np.quantile(probabilities, q)) for q in QUANTILES},
+        "score_seconds": seconds,
+    }
+    mlflow.set_tags({
+        "model_name": model.name, "model_version": str(model.version), "model_run_id": model.run_id,
+        "prediction_date": prediction_date.isoformat(), "features_digest": manifest["inputs"]["features_digest"],
+    })
+    run_id = mlflow.active_run().info.run_id
+    if "stage" not in mlflow.MlflowClient().get_run(run_id).data.tags:  # a caller's own run
+        mlflow.set_tag("stage", "score")
+    mlflow.log_dict(profile, DRIFT_PROFILE)
+    result = {}
+    if psi is not None:
+        previous = reference_run.data.metrics.get("alert_rate")
+        change = drift.alert_rate_change(previous, alert_rate)
+        result = {"reference_run_id": reference_run.info.run_id,
+                  "reference_prediction_date": reference_run.data.tags["prediction_date"],
+                  "reference_model_version": reference_run.data.tags.get("model_version"),
+                  "psi": psi, "psi_max": max(psi.values(), default=0.0),
+                  "alert_rate_previous": previous, "alert_rate_change": change}
+        for level in ALERTS:
+            before = reference_run.data.metrics.get(f"alert_rate_{level}")
+            level_change = drift.alert_rate_change(before, rates[level])
+            if level_change is not None:
+                metrics[f"alert_rate_change_{level}"] = level_change
+        metrics.update({f"psi.{name}": value for name, value in psi.items()})
+        metrics["psi_max"] = result["psi_max"]
+        if change is not None:
+            metrics["alert_rate_change"] = change
+        mlflow.log_dict(result, DRIFT_PSI)
+        mlflow.set_tag("drift_reference_run_id", reference_run.info.run_id)
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict(manifest, "scoring/manifest.json")
+    _log_distribution(probabilities, model.thresholds, prediction_date)
+    return {**metrics, **({"drift": result} if result else {})}
+
+
+def _load_spark_model(model: ScoringModel):
+    import mlflow.spark
+
+    return mlflow.spark.load_model(model.version_uri)
+
+
+def score_companies(
+    model_uri: str = DEFAULT_MODEL_URI,
+    prediction_date: str | dt.date | None = None,
+    output_dir: str | Path | None = None,
+    features_dir: str | Path | None = None,
+    raw_dir: str | Path | None = None,
+    spark=None,
+) -> dict[str, Any]:
+    """Score every company in scope at ``prediction_date`` and write the alert list.
+
+    Logs to the active MLflow run (one is opened with :func:`sf_ml.tracking.stage_run` if none is).
+
+    Args:
+        model_uri: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+        prediction_date: ISO date; its month's first day is the periode scored.
+        output_dir: Directory replaced atomically by the outputs.
+        features_dir: Features panel (parquet partitioned by periode) holding the periode.
+        raw_dir: Raw directory (data contract): the month is built with the model's config.
+            Exactly one of ``features_dir`` and ``raw_dir``.
+        spark: Spark session (default: :func:`sf_ml.spark.get_spark`).
+
+    Returns:
+        ``output_dir``, ``alert_list`` (path), ``rows``, ``counts`` per level, ``model_name``,
+        ``model_version``, ``prediction_date``, ``features_digest``, ``scored_at``, ``metrics``
+        (as logged; with ``drift`` when an earlier scoring exists) and ``run_id`` (the scoring run).
+
+    Raises:
+        ScoringError: Bad arguments, an unresolvable model URI, features without the model's
+            columns, or no company at the date (nothing is written in any of these cases).
+        sf_ml.ingest.RawDataError: ``raw_dir`` breaks the data contract.
+    """
+    import mlflow
+
+    from sf_ml.panel import first_of_month
+    from sf_ml.tracking import stage_run
+
+    if prediction_date is None or not str(prediction_date).strip():
+        raise ScoringError("a prediction date is required")
+    if output_dir is None or not str(output_dir).strip():
+        raise ScoringError("an output directory is required")
+    features_dir = features_dir if features_dir and str(features_dir).strip() else None
+    raw_dir = raw_dir if raw_dir and str(raw_dir).strip() else None
+    if (features_dir is None) == (raw_dir is None):
+        raise ScoringError("give exactly one of features_dir and raw_dir")
+    try:
+        date = first_of_month(prediction_date)
+    except ValueError as error:
+        raise ScoringError(f"prediction date {prediction_date!r} is not an ISO date") from error
+    if mlflow.active_run() is None:
+        params = dict(model_uri=model_uri, prediction_date=date.isoformat(), output_dir=str(output_dir),
+                      features_dir=features_dir or "", raw_dir=raw_dir or "")
+        context = stage_run("score", params)
+    else:
+        context = contextlib.nullcontext(mlflow.active_run())
+    with context as run:
+        return _score(model_uri, date, Path(output_dir), features_dir, raw_dir, spark, run.info.run_id)
+
+
+def _score(model_uri, date, output_dir, features_dir, raw_dir, spark, run_id):
+    from pyspark.errors import AnalysisException
+
+    from sf_ml.modeling import feature_columns, positive_probability
+    from sf_ml.spark import get_spark
+
+    began = time.monotonic()
+    model = resolve_model(model_uri)
+    log.info("scoring %s at %s with %s version %d", model_uri, date, model.name, model.version)
+    spark = spark or get_spark("sf_ml-score")
+    columns = feature_columns(model.config)
+    workdir = None
+    frame = None
+    try:
+        if raw_dir is not None:
+            source = {"kind": "raw_dir", "path": str(Path(raw_dir).resolve())}
+            workdir = output_dir.resolve().parent / f".{output_dir.name}.features-{uuid.uuid4().hex[:8]}"
+            try:
+                _build_month(raw_dir, workdir, model.config, date, spark)
+            except AnalysisException as error:  # an empty month: Spark cannot read back a panel without files
+                if any(workdir.rglob("*.parquet")):
+                    raise
+                raise ScoringError(
+                    f"no company in scope at {date.isoformat()} in raw directory {raw_dir}"
+                ) from error
+            features_path = workdir
+        else:
+            source = {"kind": "features_dir", "path": str(Path(features_dir).resolve())}
+            features_path = Path(features_dir)
+        frame = month_frame(spark, features_path, date, model.config).persist()
+        rows, sirens, digest = frame_digest(frame)
+        if rows == 0:
+            available = _periodes_in(features_path)
+            span = f"{available[0]} to {available[-1]}" if available else "none"
+            raise ScoringError(
+                f"no company in scope at {date.isoformat()} in {source['path']} (periodes available: {span})"
+            )
+        if sirens != rows:
+            raise ScoringError(f"{rows - sirens} duplicate siren(s) at {date.isoformat()} in {source['path']}")
+
+        spark_model = _load_spark_model(model)
+        scored = _to_pandas(
+            spark_model.transform(frame).select(
+                "siren", "periode", *METADATA_COLUMNS, positive_probability().alias("probability"), *columns,
+            )
+        ).sort_values("siren", kind="mergesort").reset_index(drop=True)
+        scored["periode"] = date  # one periode: a plain date whatever the Arrow conversion gave
+        scored["alert"] = alert_levels(scored["probability"], model.thresholds)
+        explained, tops = _explanations(spark_model, frame, model.config, scored[["siren", "periode", *columns]])
+        counts = {level: int((scored["alert"] == level).sum()) for level in ALERTS}
+        profile, reference_run, psi = _drift(frame, columns, model, date, run_id)
+    finally:
+        if frame is not None:
+            frame.unpersist()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    inputs = {
+        "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
+        "thresholds": dict(model.thresholds), "prediction_date": date.isoformat(), "features_digest": digest,
+    }
+    scored_at = previous_scored_at(output_dir, inputs) or _now()
+    table = predictions_table(scored, explained, tops, model, scored_at)
+    alerts = alert_list(table, model, date, scored_at, counts)
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "inputs": inputs,
+        "model": {"uri": model.uri, "version_uri": model.version_uri, "name": model.name,
+                  "version": model.version, "run_id": model.run_id, "config_name": model.config.name},
+        "prediction_date": date.isoformat(),
+        "features": {**source, "digest": digest, "rows": rows},
+        "rows": {"predictions": len(table), "alerts": counts["risque_fort"] + counts["risque_modere"],
+                 **counts},
+        "scored_at": scored_at,
+    }
+    manifest = write_outputs(output_dir, table, alerts, manifest)
+    metrics = _log_run(model, date, table, counts, profile, reference_run, psi, manifest,
+                       time.monotonic() - began)
+    log.info("scored %d companies at %s: %s; alert list in %s", rows, date,
+             ", ".join(f"{k}={v}" for k, v in counts.items()), output_dir / ALERT_LIST)
+    return {
+        "output_dir": str(output_dir),
+        "alert_list": str(output_dir / ALERT_LIST),
+        "rows": rows,
+        "counts": counts,
+        "model_name": model.name,
+        "model_version": model.version,
+        "prediction_date": date.isoformat(),
+        "features_digest": digest,
+        "scored_at": scored_at,
+        "metrics": metrics,
+        "run_id": run_id,
+    }
+
+
+def _build_month(raw_dir, workdir: Path, config: ExperimentConfig, date: dt.date, spark) -> None:
+    """Build the features of one month into ``workdir``, in a nested ``build_features`` run."""
+    from sf_ml.features import build_features
+    from sf_ml.tracking import stage_run
+
+    params = dict(raw_dir=str(raw_dir), output_dir=str(workdir), config=config.name,
+                  start=date.isoformat(), end=date.isoformat(), labels_until="")
+    with stage_run("build_features", params, config.to_dict(), nested=True):
+        build_features(raw_dir, workdir, config, date.isoformat(), date.isoformat(), spark=spark)
