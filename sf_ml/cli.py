@@ -4,7 +4,6 @@ parameters, opens the stage's MLflow run and calls one function of one module.""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import click
@@ -232,16 +231,6 @@ def score(model_uri: str, prediction_date: str, features_dir: str, raw_dir: str,
         _fail(ScoringError("give exactly one of --features-dir and --raw-dir"))
     params = dict(model_uri=model_uri, prediction_date=prediction_date, features_dir=features_dir or "",
                   raw_dir=raw_dir or "", output_dir=output_dir)
-    if os.environ.get("MLFLOW_RUN_ID"):
-        # Under `mlflow run` the entry point's parameters are already logged, shell-quoted (an empty
-        # one as ''): logging them again with their plain value would be refused as a change.
-        import mlflow
-
-        from sf_ml.tracking import setup_tracking
-
-        setup_tracking()
-        logged = mlflow.MlflowClient().get_run(os.environ["MLFLOW_RUN_ID"]).data.params
-        params = {key: value for key, value in params.items() if key not in logged}
     with stage_run("score", params):
         try:
             summary = score_companies(model_uri, prediction_date, output_dir, features_dir=features_dir,

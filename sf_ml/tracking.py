@@ -90,7 +90,12 @@ def stage_run(
         if commit:
             tags["git_commit"] = commit
         mlflow.set_tags(tags)
-        mlflow.log_params({k: ("" if v is None else str(v))[:6000] for k, v in params.items()})
+        # Under `mlflow run` the entry point's parameters are already logged (shell-quoted):
+        # MLflow refuses to log a parameter twice with another value, so only new ones are added.
+        logged = mlflow.get_run(run.info.run_id).data.params
+        mlflow.log_params(
+            {k: ("" if v is None else str(v))[:6000] for k, v in params.items() if k not in logged}
+        )
         if config is not None:
             mlflow.log_dict(config, "config.json")
         yield run

@@ -1,0 +1,63 @@
+"""End to end: `mlflow run . -e main --env-manager local` on a small world, then again (all reused)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_main(tmp_path: Path, uri: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SPARK_LOCAL_IP": "127.0.0.1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "SF_ML_SPARK_CONF": "spark.sql.shuffle.partitions=4;spark.ui.enabled=false;spark.driver.memory=3g"}
+    env.pop("MLFLOW_RUN_ID", None)
+    command = [
+        sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "main", "--env-manager", "local",
+        "--experiment-name", "sf_ml_e2e",
+        "-P", f"workdir={tmp_path / 'work'}", "-P", "n_companies=400", "-P", "start=2017-01-01",
+        "-P", "end=2025-12-01", "-P", "train_start=2017-01-01", "-P", "train_end=2022-06-01",
+        "-P", "model_name=sf_failure_e2e",
+    ]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.mark.slow
+def test_main_pipeline_end_to_end_then_reused(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = run_main(tmp_path, uri)
+    assert first.returncode == 0, first.stderr[-4000:]
+
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias("sf_failure_e2e", "champion")
+    challenger = client.get_model_version_by_alias("sf_failure_e2e", "challenger")
+    assert champion.version == challenger.version == 1
+    experiment = client.get_experiment_by_name("sf_ml_e2e")
+    parents = client.search_runs([experiment.experiment_id], "tags.stage = 'main'")
+    assert len(parents) == 1
+    children = client.search_runs([experiment.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+    assert {c.data.tags.get("mlflow.project.entryPoint") for c in children} == {
+        "generate", "build_features", "train", "promote", "score"}
+    promote = next(c for c in children if c.data.tags.get("mlflow.project.entryPoint") == "promote")
+    assert promote.data.tags["decision"] == "promoted"
+
+    scores = tmp_path / "work" / "scores" / "2025-12-01"
+    alert_list = json.loads((scores / "alert_list.json").read_text())
+    assert (scores / "predictions.csv").exists() and alert_list
+    before = {p.name: p.read_bytes() for p in scores.iterdir() if p.is_file()}
+
+    second = run_main(tmp_path, uri)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert second.stdout.count("(reused)") == 5, second.stdout
+    assert len(client.search_model_versions("name = 'sf_failure_e2e'")) == 1
+    assert {p.name: p.read_bytes() for p in scores.iterdir() if p.is_file()} == before
