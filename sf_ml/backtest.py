@@ -13,7 +13,6 @@ import datetime as dt
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
