@@ -17,7 +17,8 @@ def run_main(tmp_path: Path, uri: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SPARK_LOCAL_IP": "127.0.0.1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
            "SF_ML_SPARK_CONF": "spark.sql.shuffle.partitions=4;spark.ui.enabled=false;spark.driver.memory=3g"}
-    env.pop("MLFLOW_RUN_ID", None)
+    for inherited in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(inherited, None)  # earlier tests may leave them; the command names its experiment
     command = [
         sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "main", "--env-manager", "local",
         "--experiment-name", "sf_ml_e2e",
