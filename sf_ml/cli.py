@@ -309,9 +309,36 @@ def server(host: str, port: int, backend_store_uri: str, artifacts_destination: 
     run_server(backend_store_uri, artifacts_destination, host, port, workers, job_execution, mlflow_args)
 
 
+def _unreachable_server(error: BaseException) -> str | None:
+    """The connection failure behind ``error`` when it is one (walking the exception chain), else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(error)
+        for marker in ("Connection refused", "Failed to establish a new connection", "Max retries exceeded",
+                       "Connection aborted", "RemoteDisconnected"):
+            if marker in text:
+                lines = [line.strip() for line in text.splitlines() if marker in line]
+                return lines[0][-300:] if lines else marker
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="sf-ml")
+    """Console-script entry point: a lost tracking server is one clear error line (exit 3), not a traceback."""
+    try:
+        cli.main(prog_name="sf-ml")
+    except Exception as error:  # noqa: BLE001 - only connection failures are rewritten
+        reason = _unreachable_server(error)
+        if reason is None:
+            raise
+        import mlflow
+
+        logging.getLogger(__name__).debug("tracking server unreachable", exc_info=True)
+        click.echo(f"error: the MLflow tracking server {mlflow.get_tracking_uri()} is unreachable ({reason}). "
+                   "The stage stopped: its run is left unfinished and no registry alias was changed; "
+                   "rerun the stage once the server is back.", err=True)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

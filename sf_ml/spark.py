@@ -69,7 +69,9 @@ def get_spark(app_name: str = "sf_ml", master: str | None = None, conf: dict | N
         return active
     settings = {**DEFAULT_CONF, **_conf_from_env(), **(conf or {})}
     builder = SparkSession.builder.appName(app_name)
-    builder = builder.master(resolve_master(master))
+    # Under spark-submit (it starts the Python driver with a gateway), its --master stands.
+    if master or os.environ.get("SF_ML_SPARK_MASTER") or not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        builder = builder.master(resolve_master(master))
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
