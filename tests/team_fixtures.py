@@ -25,8 +25,8 @@ from sf_ml.server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The small world the team tests and the generated-world training test use: 1000 companies, 2016-2022.
-WORLD = dict(n_companies=1000, start="2016-01-01", end="2022-12-31", seed=5)
+# The small world every team test uses: 400 companies, 2016-2022.
+WORLD = dict(n_companies=400, start="2016-01-01", end="2022-12-31", seed=5)
 PANEL_START, PANEL_END = "2019-01-01", "2022-06-01"
 TRAIN_START, TRAIN_END = "2019-01-01", "2020-06-01"  # labels known to 2021-06: out-of-time after
 SCORE_DATE = "2022-06-01"
