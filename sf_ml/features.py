@@ -1,7 +1,8 @@
 """Stage ``build_features``: contract raw directory -> point-in-time panel on disk.
 
-Reads and validates the raw tables, builds the panel of :mod:`sf_ml.panel` with the experiment's
-time aggregations, writes it as parquet partitioned by ``periode`` (atomically: into a staging
+Reads and validates the raw tables (typed once into a scratch parquet copy next to the output,
+removed at the end), builds the panel of :mod:`sf_ml.panel` with the experiment's time
+aggregations, writes it as parquet partitioned by ``periode`` (atomically: into a staging
 directory moved into place at the end) and logs its profile to the active MLflow run.
 """
 
@@ -16,7 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sf_ml.config import ExperimentConfig
-from sf_ml.io import atomic_directory
+from sf_ml.io import atomic_directory, scratch_directory
 from sf_ml.panel import BASE_FEATURES, KEY, METADATA_COLUMNS, TARGET, build_panel
 
 log = logging.getLogger(__name__)
@@ -135,13 +136,13 @@ def build_features(
 
     spark = spark or get_spark("sf_ml-build_features")
     began = time.monotonic()
-    tables = read_raw(spark, raw_dir)
-    panel = build_panel(
-        tables, start, end, config.features.time_aggregation, labels_until,
-        config.features.missing_indicators,
-    )
     output_dir = Path(output_dir)
-    with atomic_directory(output_dir) as staging:
+    with atomic_directory(output_dir) as staging, scratch_directory(output_dir) as typed_dir:
+        tables = read_raw(spark, raw_dir, staging_dir=typed_dir)
+        panel = build_panel(
+            tables, start, end, config.features.time_aggregation, labels_until,
+            config.features.missing_indicators,
+        )
         panel.write.partitionBy("periode").parquet(str(staging))
     written = spark.read.parquet(str(output_dir))
     profile = periode_profile(written).toPandas()  # one row per month: small on purpose

@@ -27,6 +27,9 @@ SCOPE_HEADCOUNT_MONTHS = 36
 SCOPE_MIN_HEADCOUNT = 10
 
 KEY = ["siren", "periode"]
+# Month index of periode (see month_index): every window orders by this one column, so that the
+# rows sorted once by (siren, month) serve all of them.
+MONTH = "month"
 METADATA_COLUMNS = ["code_naf", "naf_section", "region", "categorie_juridique"]
 TARGET = "failure_18m"
 BASE_FEATURES = [
@@ -58,6 +61,11 @@ def month_index(periode: Column | str) -> Column:
     """Months since year 0: consecutive months differ by exactly 1."""
     periode = F.col(periode) if isinstance(periode, str) else periode
     return F.year(periode) * 12 + F.month(periode) - 1
+
+
+def _month_order(frame: DataFrame) -> Column:
+    """The month ordering of a siren window: the frame's ``month`` column, else computed."""
+    return F.col(MONTH) if MONTH in frame.columns else month_index("periode")
 
 
 def monthly_grid(urssaf_effectif: DataFrame, first_periode: str | dt.date, last_periode: str | dt.date) -> DataFrame:
@@ -130,13 +138,14 @@ def add_time_aggregations(
     (``dette_sociale_patronale_lag3m``, ``paydex_diff12m``, ``cotisation_mean12m``).
 
     Args:
-        panel: ``siren, periode`` plus the variables to aggregate.
+        panel: ``siren, periode`` plus the variables to aggregate (and ``month``, the
+            :func:`month_index` of ``periode``, if already computed).
         time_aggregation: ``{"lag"|"diff"|"mean": {variable: [months, ...]}}``.
 
     Returns:
         ``panel`` with the aggregated columns added.
     """
-    ordered = Window.partitionBy("siren").orderBy(month_index("periode"))
+    ordered = Window.partitionBy("siren").orderBy(_month_order(panel))
     new_columns = []
     for kind in AGGREGATIONS:
         for variable, month_list in sorted(time_aggregation.get(kind, {}).items()):
@@ -175,10 +184,11 @@ def company_months(tables: dict[str, DataFrame], grid_start: dt.date, end_date: 
         end_date: Last periode.
 
     Returns:
-        ``siren, periode, in_grid``, the headcount scope columns (``effectif``,
-        ``n_effectif_recents``, ``effectif_max_36m``), the flows (``cotisation``,
-        ``ap_heures_consommees``, ``ap_heures_autorisees``) and the carried states (debts,
-        paydex, financial ratios, ``siege_actif_etat``); absent optional sources give nulls.
+        ``siren, periode, month`` (:func:`month_index` of ``periode``), ``in_grid``, the headcount
+        scope columns (``effectif``, ``n_effectif_recents``, ``effectif_max_36m``), the flows
+        (``cotisation``, ``ap_heures_consommees``, ``ap_heures_autorisees``) and the carried
+        states (debts, paydex, financial ratios, ``siege_actif_etat``); absent optional sources
+        give nulls. Partitioned by siren and sorted by (siren, month).
     """
     effectif = tables["urssaf_effectif"]
     recent = F.col("periode") >= F.lit(grid_start)
@@ -210,17 +220,19 @@ def company_months(tables: dict[str, DataFrame], grid_start: dt.date, end_date: 
     ]
     stacked = functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), stack)
     values = [c for c in stacked.columns if c not in KEY]
-    # One shuffle by siren; the grouping and every siren window below reuse its partitioning.
+    # One shuffle by siren and one sort by (siren, month): the grouping and every siren window
+    # below (here and in build_panel) reuse them. Periodes are month starts: month <-> periode.
     months = (
         stacked.where(F.col("periode") <= F.lit(end_date))
+        .withColumn(MONTH, month_index("periode"))
         .repartition("siren")
-        .groupBy("siren", "periode")
-        .agg(*(F.max(c).alias(c) for c in values))
+        .groupBy("siren", MONTH)
+        .agg(F.max("periode").alias("periode"), *(F.max(c).alias(c) for c in values))
     )
-    by_month = Window.partitionBy("siren").orderBy(month_index("periode"))
+    by_month = Window.partitionBy("siren").orderBy(MONTH)
     carried = by_month.rangeBetween(Window.unboundedPreceding, 0)
     columns = [
-        "siren", "periode", F.coalesce(F.col("in_grid"), F.lit(False)).alias("in_grid"),
+        "siren", "periode", MONTH, F.coalesce(F.col("in_grid"), F.lit(False)).alias("in_grid"),
         F.last("effectif_mois", ignorenulls=True).over(carried).alias("effectif"),
         F.count("effectif_mois").over(by_month.rangeBetween(-(SCOPE_RECENT_MONTHS - 1), 0)).alias("n_effectif_recents"),
         F.max("effectif_mois").over(by_month.rangeBetween(-(SCOPE_HEADCOUNT_MONTHS - 1), 0)).alias("effectif_max_36m"),
@@ -290,11 +302,12 @@ def build_panel(
     static = profile.join(sources.failure_dates(judgments), "siren", "left")
     if has_history is not None:
         static = static.join(has_history, "siren", "left")
-    panel = panel.join(static, "siren", "left")
+    # Broadcast (one row per company): the panel keeps its (siren, month) partitioning and order.
+    panel = panel.join(F.broadcast(static), "siren", "left")
 
     debt = F.col("dette_sociale_ouvriere") + F.col("dette_sociale_patronale")
     cotisation_mean12m = F.avg("cotisation").over(
-        Window.partitionBy("siren").orderBy(month_index("periode")).rangeBetween(-11, 0)
+        Window.partitionBy("siren").orderBy(MONTH).rangeBetween(-11, 0)
     )
     siege_actif = (
         F.col("siege_historique").isNull() | F.coalesce(F.col("siege_actif_etat"), F.lit(False))

@@ -116,3 +116,4 @@ def test_build_features_bad_raw_dir_writes_nothing(spark, raw_world, tmp_path):
         build_features(broken, out, load_config("standard"), start="2018-01-01", end="2018-03-01", spark=spark)
     assert "2020-13-45" in str(error.value)
     assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging nor scratch left

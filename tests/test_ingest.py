@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import logging
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -286,6 +287,29 @@ def test_ingest_writes_typed_parquet_and_logs_to_active_run(spark, tmp_path, csv
     (out / "urssaf_cotisation").rename(raw2 / "urssaf_cotisation.parquet")
     again = read_raw(spark, raw2, tables=["urssaf_cotisation"])
     assert _sorted_rows(again["urssaf_cotisation"]) == expected["urssaf_cotisation"]
+
+
+def test_read_raw_stages_typed_tables_for_the_caller(spark, tmp_path, csv_world, monkeypatch):
+    raw, schemas, rows = csv_world
+    stage = tmp_path / "stage"
+    frames = read_raw(spark, raw, staging_dir=stage)
+    assert sorted(p.name for p in stage.iterdir()) == sorted(TABLES)
+    for name, frame in frames.items():
+        assert frame.schema == schemas[name], name
+        assert _sorted_rows(frame) == rows[name], name
+        assert all(str(stage / name) in f for f in frame.inputFiles()), name  # staged parquet, not raw
+
+    # Without a staging directory, the temporary one is removed, also when validation fails.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    read_raw(spark, raw, tables=["urssaf_effectif"])
+    bad = write_world(tmp_path / "bad", optional=False, changes={
+        "urssaf_effectif": [dict(siren="12345678", periode="2020-13-01", effectif=3)],
+    })
+    with pytest.raises(RawDataError, match="periode=2020-13-01"):
+        read_raw(spark, bad, tables=["urssaf_effectif"])
+    assert list(scratch.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------
