@@ -58,12 +58,15 @@ def test_truncation_invariance(spark, raw_world, tmp_path):
 
     config = load_config("waterfall")  # the richest aggregations
     cutoffs = ["2019-01-01", "2020-07-01"]
+    # Typed once into staging copies (as build_features does): the full world serves both cutoffs.
+    full_tables = read_raw(spark, raw_world, staging_dir=tmp_path / "typed-full")
     for cutoff in cutoffs:
         truncated = truncate_world(raw_world, cutoff, tmp_path / f"cut-{cutoff}")
+        cut_tables = read_raw(spark, truncated, staging_dir=tmp_path / f"typed-{cutoff}")
         frames = []
-        for raw in (raw_world, truncated):
+        for tables in (full_tables, cut_tables):
             panel = build_panel(
-                read_raw(spark, raw), cutoff, cutoff, config.features.time_aggregation,
+                tables, cutoff, cutoff, config.features.time_aggregation,
                 labels_until="2023-12-31", missing_indicators=True,
             )
             frames.append(panel.drop(TARGET).toPandas().sort_values("siren").reset_index(drop=True))
