@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from sf_ml import server as server_defaults  # standard library only: nothing heavy at import
+
 
 def _fail(error: Exception) -> None:
     click.echo(f"error: {error}", err=True)
@@ -277,14 +279,15 @@ def run_all(workdir: str, raw_dir: str, config: str, n_companies: int, seed: int
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default=server_defaults.DEFAULT_HOST, show_default=True,
               help="Interface to bind (0.0.0.0 to serve other machines: then pass -- --allowed-hosts ...).")
-@click.option("--port", type=int, default=5000, show_default=True, help="Port.")
-@click.option("--backend-store-uri", default="sqlite:///mlflow.db", show_default=True,
+@click.option("--port", type=int, default=server_defaults.DEFAULT_PORT, show_default=True, help="Port.")
+@click.option("--backend-store-uri", default=server_defaults.DEFAULT_BACKEND_URI, show_default=True,
               help="Runs and registry store: sqlite:///... or postgresql+psycopg2://user@host:5432/db.")
-@click.option("--artifacts-destination", default="./mlartifacts", show_default=True,
+@click.option("--artifacts-destination", default=server_defaults.DEFAULT_ARTIFACTS_DESTINATION, show_default=True,
               help="Where the server stores the artifacts it proxies (directory, or s3://... etc.).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Server worker processes.")
+@click.option("--workers", type=int, default=server_defaults.DEFAULT_WORKERS, show_default=True,
+              help="Server worker processes.")
 @click.option("--job-execution/--no-job-execution", default=False, show_default=True,
               help="MLflow's background job runner (unused here; ~2.5 GB more memory).")
 @click.option("--print-command", is_flag=True, help="Print the mlflow server command line and exit.")

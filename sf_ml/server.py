@@ -62,6 +62,14 @@ def artifacts_location(destination: str | Path) -> str:
     return str(Path(text).expanduser().resolve())
 
 
+def _prepared_destination(destination: str | Path) -> str:
+    """:func:`artifacts_location` of ``destination``, the directory created when it is local."""
+    location = artifacts_location(destination)
+    if "://" not in location and not location.startswith("file:"):
+        Path(location).mkdir(parents=True, exist_ok=True)
+    return location
+
+
 def server_command(
     backend_uri: str = DEFAULT_BACKEND_URI,
     artifacts_destination: str | Path = DEFAULT_ARTIFACTS_DESTINATION,
@@ -115,9 +123,7 @@ def run_server(
 
     The local artifacts destination is created first. Does not return.
     """
-    destination = artifacts_location(artifacts_destination)
-    if "://" not in destination and not destination.startswith("file:"):
-        Path(destination).mkdir(parents=True, exist_ok=True)
+    destination = _prepared_destination(artifacts_destination)
     command = server_command(backend_uri, destination, host, port, workers, extra_args)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -236,9 +242,7 @@ def start_server(
         ServerError: The process exited or ``/health`` did not answer within ``timeout``
             (the server is stopped; the message holds its log tail).
     """
-    destination = artifacts_location(artifacts_dir)
-    if "://" not in destination and not destination.startswith("file:"):
-        Path(destination).mkdir(parents=True, exist_ok=True)
+    destination = _prepared_destination(artifacts_dir)
     port = port or free_port(host if host not in ("0.0.0.0", "") else DEFAULT_HOST)
     if log_path is None:
         handle, name = tempfile.mkstemp(prefix=f"mlflow-server-{port}-", suffix=".log")
