@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType
 
 from sf_ml.config import ExperimentConfig
 from sf_ml.io import atomic_directory, scratch_directory
@@ -143,7 +144,15 @@ def build_features(
             tables, start, end, config.features.time_aggregation, labels_until,
             config.features.missing_indicators,
         )
-        panel.write.partitionBy("periode").parquet(str(staging))
+        # One shuffle by periode: each periode is written by one task, as one file sorted by
+        # siren (cheaper than sorting every task's rows by periode, and no small files).
+        writer = panel.repartition("periode").sortWithinPartitions("periode", "siren").write
+        # Dictionary encoding of the feature columns (floating-point, mostly distinct values)
+        # costs a quarter of the write and saves only ~5% of the size.
+        for field in panel.schema.fields:
+            if isinstance(field.dataType, DoubleType):
+                writer = writer.option(f"parquet.enable.dictionary#{field.name}", "false")
+        writer.partitionBy("periode").parquet(str(staging))
     written = spark.read.parquet(str(output_dir))
     profile = periode_profile(written).toPandas()  # one row per month: small on purpose
     seconds = time.monotonic() - began

@@ -1,8 +1,9 @@
 """The modelling panel: one row per (siren, periode) in scope, with features and target.
 
 Pure ``DataFrame -> DataFrame`` transforms. The panel is built on a dense monthly grid per
-company (from its first headcount record to three months after its last), so that rolling
-windows are calendar windows; time aggregations themselves use month-index range frames and stay
+company (from its first headcount record to three months after its last). Every per-company
+window (carried states, scope counts, time aggregations) is a calendar window over the month
+index, evaluated by the vectorised kernel of :mod:`sf_ml.windows` on rows partitioned by siren:
 calendar-correct on any input, dense or not.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sf_ml import sources
 from sf_ml.config import AGGREGATIONS, aggregated_name
+from sf_ml.windows import WindowOp
 from sf_ml.contract import (
     EXCLUDED_LEGAL_CATEGORIES,
     EXCLUDED_NAF_DIVISIONS,
@@ -27,8 +29,7 @@ SCOPE_HEADCOUNT_MONTHS = 36
 SCOPE_MIN_HEADCOUNT = 10
 
 KEY = ["siren", "periode"]
-# Month index of periode (see month_index): every window orders by this one column, so that the
-# rows sorted once by (siren, month) serve all of them.
+# Month index of periode (see month_index): every window orders by this one column.
 MONTH = "month"
 METADATA_COLUMNS = ["code_naf", "naf_section", "region", "categorie_juridique"]
 TARGET = "failure_18m"
@@ -61,11 +62,6 @@ def month_index(periode: Column | str) -> Column:
     """Months since year 0: consecutive months differ by exactly 1."""
     periode = F.col(periode) if isinstance(periode, str) else periode
     return F.year(periode) * 12 + F.month(periode) - 1
-
-
-def _month_order(frame: DataFrame) -> Column:
-    """The month ordering of a siren window: the frame's ``month`` column, else computed."""
-    return F.col(MONTH) if MONTH in frame.columns else month_index("periode")
 
 
 def monthly_grid(urssaf_effectif: DataFrame, first_periode: str | dt.date, last_periode: str | dt.date) -> DataFrame:
@@ -127,38 +123,77 @@ def failure_target(periode: Column, failure_date: Column, labels_until: str | dt
     return F.when(~known, F.lit(None)).when(positive, F.lit(1)).otherwise(F.lit(0)).cast("int")
 
 
+def aggregation_ops(time_aggregation: dict[str, dict[str, list[int]]]) -> list[WindowOp]:
+    """The window operations of the config's time aggregations, in output column order.
+
+    ``lag`` k is the value of the month exactly k months earlier (null if that month has no
+    row), ``diff`` k is the value minus its lag k, ``mean`` k the mean over the k months ending
+    with the current one (absent months and nulls ignored). Columns are named as in sf_datalake
+    (``dette_sociale_patronale_lag3m``, ``paydex_diff12m``, ``cotisation_mean12m``).
+
+    Args:
+        time_aggregation: ``{"lag"|"diff"|"mean": {variable: [months, ...]}}``.
+
+    Returns:
+        One :class:`~sf_ml.windows.WindowOp` per aggregated column.
+    """
+    return [
+        WindowOp(aggregated_name(variable, kind, months), kind, variable, months)
+        for kind in AGGREGATIONS
+        for variable, month_list in sorted(time_aggregation.get(kind, {}).items())
+        for months in month_list
+    ]
+
+
+def apply_windows(frame: DataFrame, ops: list[WindowOp], keep: str | None = None) -> DataFrame:
+    """Evaluate window operations per siren with :mod:`sf_ml.windows` (NumPy, in ``mapInArrow``).
+
+    ``frame`` must hold all rows of a siren in one partition, sorted by (siren, month), one row
+    per siren and month; the function does not shuffle, so a frame already partitioned by siren
+    keeps its partitioning. Columns whose name starts with ``__`` are inputs only: they are left
+    out of the result, as are the rows where ``keep`` is false.
+
+    Args:
+        frame: ``siren``, ``month`` (:func:`month_index`) and the operations' inputs.
+        ops: Operations, in order.
+        keep: Boolean column selecting the rows returned (None: all).
+
+    Returns:
+        ``frame``'s columns (less the ``__`` ones) and the operations' outputs.
+    """
+    from pyspark import cloudpickle
+    from pyspark.sql import types as T
+
+    from sf_ml import windows
+
+    # Ship the kernel's code with the task: executors need numpy and pyarrow, not this package.
+    cloudpickle.register_pickle_by_value(windows)
+    drop = [c for c in frame.columns if c.startswith("__")]
+    schema = T.StructType(windows.output_fields(frame.schema.fields, ops, drop))
+    body = functools.partial(windows.arrow_partition_windows, ops=ops, keep=keep, drop=drop)
+    return frame.mapInArrow(body, schema)
+
+
 def add_time_aggregations(
     panel: DataFrame, time_aggregation: dict[str, dict[str, list[int]]]
 ) -> DataFrame:
     """Add calendar-correct lags, differences and rolling means per siren.
 
-    ``lag`` k is the value of the month exactly k months earlier (null if that month is absent),
-    ``diff`` k is the value minus its lag k, ``mean`` k the mean over the k months ending with the
-    current one (absent months and nulls ignored). Columns are named as in sf_datalake
-    (``dette_sociale_patronale_lag3m``, ``paydex_diff12m``, ``cotisation_mean12m``).
+    See :func:`aggregation_ops` for the definitions. This standalone form shuffles ``panel`` by
+    siren; :func:`build_panel` evaluates the same operations on rows already partitioned.
 
     Args:
-        panel: ``siren, periode`` plus the variables to aggregate (and ``month``, the
-            :func:`month_index` of ``periode``, if already computed).
+        panel: ``siren, periode`` (one row per siren and month) plus the variables to aggregate.
         time_aggregation: ``{"lag"|"diff"|"mean": {variable: [months, ...]}}``.
 
     Returns:
         ``panel`` with the aggregated columns added.
     """
-    ordered = Window.partitionBy("siren").orderBy(_month_order(panel))
-    new_columns = []
-    for kind in AGGREGATIONS:
-        for variable, month_list in sorted(time_aggregation.get(kind, {}).items()):
-            for months in month_list:
-                lagged = F.first(variable).over(ordered.rangeBetween(-months, -months))
-                if kind == "lag":
-                    value = lagged
-                elif kind == "diff":
-                    value = F.col(variable) - lagged
-                else:
-                    value = F.avg(variable).over(ordered.rangeBetween(-(months - 1), 0))
-                new_columns.append(value.alias(aggregated_name(variable, kind, months)))
-    return panel.select("*", *new_columns)
+    has_month = MONTH in panel.columns
+    frame = panel if has_month else panel.withColumn(MONTH, month_index("periode"))
+    frame = frame.repartition("siren").sortWithinPartitions("siren", MONTH)
+    out = apply_windows(frame, aggregation_ops(time_aggregation))
+    return out if has_month else out.drop(MONTH)
 
 
 def lookback_months(time_aggregation: dict[str, dict[str, list[int]]]) -> int:
@@ -170,13 +205,57 @@ def lookback_months(time_aggregation: dict[str, dict[str, list[int]]]) -> int:
     return max(SCOPE_HEADCOUNT_MONTHS, longest + 12)
 
 
-def company_months(tables: dict[str, DataFrame], grid_start: dt.date, end_date: dt.date) -> DataFrame:
-    """Every monthly source of a company on one row per (siren, periode), states carried forward.
+# The tables whose rows feed the stack of company_months, shuffled once each by siren.
+SIREN_PARTITIONED_TABLES = (
+    "urssaf_effectif", "urssaf_cotisation", "urssaf_debit", "ap_consommation", "ap_demande",
+    "altares_paydex", "dgfip_bilans", "sirene_etablissements_historique",
+)
+
+
+def partitioned_by_siren(tables: dict[str, DataFrame], names: tuple[str, ...]) -> dict[str, DataFrame]:
+    """``tables`` with the named ones hash-partitioned by siren (``siren``, else from ``siret``).
+
+    All of them get the same number of partitions (``spark.sql.shuffle.partitions``), so that
+    every per-company computation downstream (groupings and windows keyed by siren, the union of
+    the sources) runs where the rows already are: one shuffle per raw table, none after.
+
+    Args:
+        tables: Typed contract tables by name.
+        names: The tables to partition (absent ones are skipped).
+
+    Returns:
+        A new dict: the named tables repartitioned, the others unchanged.
+    """
+    partitioned = dict(tables)
+    for name in names:
+        if name not in tables:
+            continue
+        frame = tables[name]
+        partitions = int(frame.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+        siren = F.col("siren") if "siren" in frame.columns else sources.siren_of(F.col("siret"))
+        partitioned[name] = frame.repartition(partitions, siren)
+    return partitioned
+
+
+# Carried states: their name in the stack and the features they carry.
+STATE_COLUMNS = {
+    "debt": sources.DEBT_COLUMNS,
+    "paydex": sources.PAYDEX_COLUMNS,
+    "bilan": sources.FINANCIAL_COLUMNS,
+    "siege": ("siege_actif_etat",),
+}
+FLOW_COLUMNS = ("cotisation", "ap_heures_consommees", "ap_heures_autorisees")
+
+
+def company_months(
+    tables: dict[str, DataFrame], grid_start: dt.date, end_date: dt.date
+) -> tuple[DataFrame, list[WindowOp]]:
+    """Every monthly source of a company on one row per (siren, month), and how to carry them.
 
     The grid (:func:`monthly_grid`) and each source's siren x periode frame are stacked and
-    grouped once, after a single repartition by siren: every window that follows (carrying states
-    forward, scope, time aggregations) runs on that partitioning without another shuffle. State
-    events older than the grid stay in the stack so that the state they set is carried into it.
+    grouped once, after a single repartition by siren of each raw table: the windows that follow
+    (:func:`apply_windows`) run on that partitioning without another shuffle. State events older
+    than the grid stay in the stack so that the state they set is carried into it.
 
     Args:
         tables: Typed contract tables by name (optional ones may be missing).
@@ -184,75 +263,77 @@ def company_months(tables: dict[str, DataFrame], grid_start: dt.date, end_date: 
         end_date: Last periode.
 
     Returns:
-        ``siren, periode, month`` (:func:`month_index` of ``periode``), ``in_grid``, the headcount
-        scope columns (``effectif``, ``n_effectif_recents``, ``effectif_max_36m``), the flows
-        (``cotisation``, ``ap_heures_consommees``, ``ap_heures_autorisees``) and the carried
-        states (debts, paydex, financial ratios, ``siege_actif_etat``); absent optional sources
-        give nulls. Partitioned by siren and sorted by (siren, month).
+        The grouped rows: ``siren, periode, month`` (:func:`month_index` of ``periode``),
+        ``in_grid``, the flows (``cotisation``, ``ap_heures_consommees``,
+        ``ap_heures_autorisees``), the features of absent optional tables as nulls, and inputs
+        ``__effectif_mois`` and ``__<state>_known`` / ``__<state>__<column>`` per state; sorted
+        by (siren, month) within partitions by siren. And the operations that turn them into the
+        headcount scope columns (``effectif``, ``n_effectif_recents``, ``effectif_max_36m``) and
+        the carried states (debts, paydex, financial ratios, ``siege_actif_etat``).
     """
+    tables = partitioned_by_siren(tables, SIREN_PARTITIONED_TABLES)
     effectif = tables["urssaf_effectif"]
     recent = F.col("periode") >= F.lit(grid_start)
-    flows = {
-        "effectif_mois": sources.effectif_known(effectif).withColumnRenamed("effectif", "effectif_mois"),
-        "cotisation": sources.cotisation_monthly(tables["urssaf_cotisation"]),
-    }
+    flows = {"cotisation": sources.cotisation_monthly(tables["urssaf_cotisation"])}
     if "ap_consommation" in tables:
         flows["ap_heures_consommees"] = sources.ap_consommation_monthly(tables["ap_consommation"])
     if "ap_demande" in tables:
         flows["ap_heures_autorisees"] = sources.ap_autorisation_monthly(tables["ap_demande"])
-    states: dict[str, tuple[DataFrame, list[str]]] = {}
+    states: dict[str, DataFrame] = {}
     if "urssaf_debit" in tables:
-        states["debt"] = (sources.debt_outstanding(tables["urssaf_debit"]), list(sources.DEBT_COLUMNS))
+        states["debt"] = sources.debt_outstanding(tables["urssaf_debit"])
     if "altares_paydex" in tables:
-        states["paydex"] = (sources.paydex_latest(tables["altares_paydex"]), list(sources.PAYDEX_COLUMNS))
+        states["paydex"] = sources.paydex_latest(tables["altares_paydex"])
     if "dgfip_bilans" in tables:
-        states["bilan"] = (sources.financial_latest(tables["dgfip_bilans"]), list(sources.FINANCIAL_COLUMNS))
+        states["bilan"] = sources.financial_latest(tables["dgfip_bilans"])
     if "sirene_etablissements_historique" in tables:
         profile = sources.company_profile(tables["sirene_etablissements"], tables["sirene_unites_legales"])
         events = sources.head_office_events(tables["sirene_etablissements_historique"], profile)
-        states["siege"] = (events, ["siege_actif_etat"])
+        # Carried as 1.0 (active) / 0.0 (closed): the window kernel works on numbers.
+        states["siege"] = events.withColumn("siege_actif_etat", F.col("siege_actif_etat").cast("double"))
 
-    stack = [monthly_grid(effectif, grid_start, end_date).withColumn("in_grid", F.lit(True))]
-    stack += [frame.where(recent).select("siren", "periode", column) for column, frame in flows.items()]
-    stack += [
-        frame.select("siren", "periode", F.struct(*columns).alias(f"{name}_state"))
-        for name, (frame, columns) in states.items()
+    effectif_mois = sources.effectif_known(effectif).select("siren", "periode", F.col("effectif").alias("__effectif_mois"))
+    stack = [
+        monthly_grid(effectif, grid_start, end_date).withColumn("in_grid", F.lit(True)),
+        effectif_mois,
+        *(frame.where(recent).select("siren", "periode", column) for column, frame in flows.items()),
+        *(
+            frame.select(
+                "siren", "periode", F.lit(True).alias(f"__{name}_known"),
+                *(F.col(c).alias(f"__{name}__{c}") for c in STATE_COLUMNS[name]),
+            )
+            for name, frame in states.items()
+        ),
     ]
     stacked = functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), stack)
     values = [c for c in stacked.columns if c not in KEY]
-    # One shuffle by siren and one sort by (siren, month): the grouping and every siren window
-    # below (here and in build_panel) reuse them. Periodes are month starts: month <-> periode.
+    # Every frame of the stack is still partitioned by siren (the union keeps it): grouping by
+    # (siren, month) and the windows need no other shuffle. Each source has at most one row per
+    # (siren, month), so max() only merges the sources' rows. Periodes are month starts.
     months = (
         stacked.where(F.col("periode") <= F.lit(end_date))
         .withColumn(MONTH, month_index("periode"))
-        .repartition("siren")
         .groupBy("siren", MONTH)
         .agg(F.max("periode").alias("periode"), *(F.max(c).alias(c) for c in values))
+        .withColumn("in_grid", F.coalesce(F.col("in_grid"), F.lit(False)))
     )
-    by_month = Window.partitionBy("siren").orderBy(MONTH)
-    carried = by_month.rangeBetween(Window.unboundedPreceding, 0)
-    columns = [
-        "siren", "periode", MONTH, F.coalesce(F.col("in_grid"), F.lit(False)).alias("in_grid"),
-        F.last("effectif_mois", ignorenulls=True).over(carried).alias("effectif"),
-        F.count("effectif_mois").over(by_month.rangeBetween(-(SCOPE_RECENT_MONTHS - 1), 0)).alias("n_effectif_recents"),
-        F.max("effectif_mois").over(by_month.rangeBetween(-(SCOPE_HEADCOUNT_MONTHS - 1), 0)).alias("effectif_max_36m"),
+    months = months.select("*", *(F.lit(None).cast("double").alias(c) for c in FLOW_COLUMNS if c not in flows))
+    ops = [
+        WindowOp("effectif", "carry", "__effectif_mois"),
+        WindowOp("n_effectif_recents", "count", "__effectif_mois", SCOPE_RECENT_MONTHS),
+        WindowOp("effectif_max_36m", "max", "__effectif_mois", SCOPE_HEADCOUNT_MONTHS),
     ]
-    for flow in ("cotisation", "ap_heures_consommees", "ap_heures_autorisees"):
-        columns.append(F.col(flow) if flow in flows else F.lit(None).cast("double").alias(flow))
-    for name, (_, state_columns) in states.items():
-        state = F.last(f"{name}_state", ignorenulls=True).over(carried)
-        columns += [state[c].alias(c) for c in state_columns]
-    for column in [*sources.DEBT_COLUMNS, *sources.PAYDEX_COLUMNS, *sources.FINANCIAL_COLUMNS]:
-        if not any(column in cols for _, cols in states.values()):
+    for name, columns in STATE_COLUMNS.items():
+        if name not in states:
             # Absent optional table: its features are null, imputed later as configured.
-            columns.append(F.lit(None).cast("double").alias(column))
-    months = months.select(*columns)
-    if "debt" in states:
+            months = months.select("*", *(F.lit(None).cast("double").alias(c) for c in columns))
+            continue
+        known = f"__{name}_known"
+        months = months.withColumn(known, F.coalesce(F.col(known), F.lit(False)))
         # With the debit table, no recorded debt means no debt.
-        months = months.fillna(0.0, subset=list(sources.DEBT_COLUMNS))
-    if "siege" not in states:
-        months = months.withColumn("siege_actif_etat", F.lit(None).cast("boolean"))
-    return months
+        default = 0.0 if name == "debt" else None
+        ops += [WindowOp(c, "carry", f"__{name}__{c}", known=known, default=default) for c in columns]
+    return months.sortWithinPartitions("siren", MONTH), ops
 
 
 def build_panel(
@@ -290,7 +371,7 @@ def build_panel(
         labels_until = judgments.agg(F.max("date_jugement")).first()[0]
     labels_until = labels_until or end_date
 
-    panel = company_months(tables, grid_start, end_date)
+    panel, ops = company_months(tables, grid_start, end_date)
     profile = sources.company_profile(tables["sirene_etablissements"], tables["sirene_unites_legales"])
     has_history = None
     if "sirene_etablissements_historique" in tables:
@@ -302,35 +383,32 @@ def build_panel(
     static = profile.join(sources.failure_dates(judgments), "siren", "left")
     if has_history is not None:
         static = static.join(has_history, "siren", "left")
-    # Broadcast (one row per company): the panel keeps its (siren, month) partitioning and order.
-    panel = panel.join(F.broadcast(static), "siren", "left")
-
-    debt = F.col("dette_sociale_ouvriere") + F.col("dette_sociale_patronale")
-    cotisation_mean12m = F.avg("cotisation").over(
-        Window.partitionBy("siren").orderBy(MONTH).rangeBetween(-11, 0)
+    debts = tuple(sources.DEBT_COLUMNS)
+    ops += [
+        WindowOp("__cotisation_mean12m", "mean", "cotisation", 12),
+        WindowOp("dette_par_effectif", "ratio", sources=debts, denominator="effectif"),
+        WindowOp("dette_sur_cotisation_mean12m", "ratio", sources=debts, denominator="__cotisation_mean12m"),
+        *aggregation_ops(time_aggregation),
+    ]
+    # Broadcast joins (one row per company) keep the panel's partitioning by siren and its order.
+    creation = static.select("siren", F.col("date_creation").alias("__date_creation"))
+    panel = (
+        panel.join(F.broadcast(creation), "siren", "left")
+        .withColumn("age_entreprise", F.months_between("periode", "__date_creation") / 12.0)
+        .withColumn(
+            "__keep", F.col("in_grid") & F.col("periode").between(F.lit(start_date), F.lit(end_date))
+        )
+        .sortWithinPartitions("siren", MONTH)
     )
+    panel = apply_windows(panel, ops, keep="__keep")
     siege_actif = (
-        F.col("siege_historique").isNull() | F.coalesce(F.col("siege_actif_etat"), F.lit(False))
+        F.col("siege_historique").isNull() | F.coalesce(F.col("siege_actif_etat") == 1.0, F.lit(False))
         if has_history is not None else F.lit(True)
     )
-    panel = (
-        panel.withColumn("dette_par_effectif", sources.safe_ratio(debt, F.col("effectif")))
-        .withColumn("dette_sur_cotisation_mean12m", sources.safe_ratio(debt, cotisation_mean12m))
-        .withColumn("age_entreprise", F.months_between("periode", "date_creation") / 12.0)
-        .withColumn("siege_actif", siege_actif)
-    )
-    panel = add_time_aggregations(panel, time_aggregation)
-    panel = panel.where(
-        F.col("in_grid") & (F.col("periode") >= F.lit(start_date)) & (F.col("periode") <= F.lit(end_date))
-        & in_scope(panel)
-    )
+    panel = panel.join(F.broadcast(static), "siren", "left").withColumn("siege_actif", siege_actif)
+    panel = panel.where(in_scope(panel))
     panel = panel.withColumn(TARGET, failure_target(F.col("periode"), F.col("date_defaillance"), labels_until))
-    aggregated = [
-        aggregated_name(variable, kind, months)
-        for kind in AGGREGATIONS
-        for variable, month_list in sorted(time_aggregation.get(kind, {}).items())
-        for months in month_list
-    ]
+    aggregated = [op.output for op in aggregation_ops(time_aggregation)]
     indicators = [F.col(v).isNull().cast("int").alias(f"{v}_manquant") for v in BASE_FEATURES]
     return panel.select(
         *KEY,

@@ -421,9 +421,11 @@ def head_office_events(sirene_etablissements_historique: DataFrame, profile: Dat
         ``siren, periode, siege_actif_etat`` (a state: ``true`` active, ``false`` closed or no
         period covering the periode).
     """
+    # Only head-office periods; the siren is taken from the siret (the same value, but
+    # expressed on this table's rows: the result keeps their partitioning by siren).
     periods = sirene_etablissements_historique.where(F.col("dateDebut").isNotNull()).join(
-        profile.select("siren", F.col("siret_siege").alias("siret")), "siret"
-    )
+        profile.select(F.col("siret_siege").alias("siret")), "siret", "left_semi"
+    ).withColumn("siren", siren_of(F.col("siret")))
     starts = periods.select(
         "siren",
         _month_ceiling(F.col("dateDebut")).alias("periode"),
