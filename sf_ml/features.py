@@ -64,7 +64,9 @@ def directory_digest(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _log_run(features_dir: Path, panel: DataFrame, profile, rates: dict[str, float], seconds: float) -> None:
+def _log_run(
+    features_dir: Path, panel: DataFrame, profile, rates: dict[str, float], seconds: float, validation_seconds: float
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,6 +81,7 @@ def _log_run(features_dir: Path, panel: DataFrame, profile, rates: dict[str, flo
             "positive_rate": float(profile["positives"].sum() / labelled) if labelled else 0.0,
             "labelled_rows": float(labelled),
             "build_seconds": seconds,
+            "validation_seconds": validation_seconds,
         }
     )
     mlflow.log_metrics({f"null_rate.{name}": rate for name, rate in rates.items() if name in BASE_FEATURES})
@@ -125,7 +128,8 @@ def build_features(
         spark: Spark session (default: :func:`sf_ml.spark.get_spark`).
 
     Returns:
-        Summary: ``rows``, ``positive_rate``, ``periodes``, ``seconds``, ``output_dir``.
+        Summary: ``rows``, ``positive_rate``, ``periodes``, ``seconds`` (of which
+        ``validation_seconds``: reading, validating and typing the raw tables), ``output_dir``.
 
     Raises:
         sf_ml.ingest.RawDataError: The raw directory breaks the contract (nothing is written).
@@ -140,6 +144,7 @@ def build_features(
     output_dir = Path(output_dir)
     with atomic_directory(output_dir) as staging, scratch_directory(output_dir) as typed_dir:
         tables = read_raw(spark, raw_dir, staging_dir=typed_dir)
+        validation_seconds = time.monotonic() - began
         panel = build_panel(
             tables, start, end, config.features.time_aggregation, labels_until,
             config.features.missing_indicators,
@@ -160,11 +165,12 @@ def build_features(
     positive_rate = float(profile["positives"].sum() / labelled) if labelled else 0.0
     log.info("panel written to %s: %d rows over %d periodes in %.1f s", output_dir, rows, len(profile), seconds)
     if mlflow.active_run() is not None:
-        _log_run(output_dir, written, profile, null_rates(written), seconds)
+        _log_run(output_dir, written, profile, null_rates(written), seconds, validation_seconds)
     return {
         "rows": rows,
         "positive_rate": positive_rate,
         "periodes": len(profile),
         "seconds": seconds,
+        "validation_seconds": validation_seconds,
         "output_dir": str(output_dir),
     }

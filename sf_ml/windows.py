@@ -76,9 +76,14 @@ class _Offsets:
 
     def at(self, d: int) -> tuple[np.ndarray, np.ndarray]:
         if d not in self._cache:
-            wanted = self.key - d
-            index = np.minimum(np.searchsorted(self.key, wanted), len(self.key) - 1)
-            self._cache[d] = index, self.key[index] == wanted
+            key, wanted = self.key, self.key - d
+            # With one row per month, the row d months earlier is at most d rows back, and
+            # exactly d rows back where the company's months are dense: search only the others.
+            index = np.maximum(np.arange(len(key)) - d, 0)
+            missed = np.flatnonzero(key[index] != wanted)
+            if len(missed):
+                index[missed] = np.minimum(np.searchsorted(key, wanted[missed]), len(key) - 1)
+            self._cache[d] = index, key[index] == wanted
         return self._cache[d]
 
     def values(self, column: np.ndarray, d: int) -> np.ndarray:
