@@ -311,7 +311,9 @@ def company_months(
     # (siren, month) and the windows need no other shuffle. Each source has at most one row per
     # (siren, month), so max() only merges the sources' rows. Periodes are month starts.
     months = (
-        stacked.where(F.col("periode") <= F.lit(end_date))
+        # A row without siren belongs to no company; one without periode (an undated record)
+        # is never known (the comparison is null).
+        stacked.where(F.col("siren").isNotNull() & (F.col("periode") <= F.lit(end_date)))
         .withColumn(MONTH, month_index("periode"))
         .groupBy("siren", MONTH)
         .agg(F.max("periode").alias("periode"), *(F.max(c).alias(c) for c in values))

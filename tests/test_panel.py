@@ -155,3 +155,12 @@ def test_features_of_a_periode_use_only_earlier_records(spark):
     assert feb.dette_sociale_patronale == 0.0  # settled on 2020-01-01: known from February
     assert feb.dette_sociale_patronale_lag1m == 300.0
     assert feb.cotisation is None  # no contribution for January 2020
+
+
+def test_records_without_siren_or_periode_belong_to_no_company(spark):
+    """Rows with an empty siren or periode (kept, with a warning, by ingestion) are left out."""
+    rows = merge(base_world(), {"urssaf_effectif": [
+        dict(siren=None, periode=p, effectif=50) for p in monthly("2017-01-01", 48)
+    ] + [dict(siren=SIREN, periode=None, effectif=500)]})
+    out = build(spark, rows, start="2020-01-01", end="2020-01-01")
+    assert [(r.siren, r.effectif) for r in out.collect()] == [(SIREN, 20.0)]
