@@ -266,8 +266,8 @@ def company_months(
         The grouped rows: ``siren, periode, month`` (:func:`month_index` of ``periode``),
         ``in_grid``, the flows (``cotisation``, ``ap_heures_consommees``,
         ``ap_heures_autorisees``), the features of absent optional tables as nulls, and inputs
-        ``__effectif_mois`` and ``__<state>_known`` / ``__<state>__<column>`` per state; sorted
-        by (siren, month) within partitions by siren. And the operations that turn them into the
+        ``__effectif_mois`` and ``__<state>_known`` / ``__<state>__<column>`` per state;
+        partitioned by siren, one row per siren and month. And the operations that turn them into the
         headcount scope columns (``effectif``, ``n_effectif_recents``, ``effectif_max_36m``) and
         the carried states (debts, paydex, financial ratios, ``siege_actif_etat``).
     """

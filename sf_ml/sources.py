@@ -10,8 +10,8 @@ month start at which the values are *known* under the point-in-time rule of the 
 
 Two kinds of frames come out: *flows*, the value of the month before ``periode`` (joined exactly),
 and *states*, the situation as of ``periode`` given at the months where it changes (carried
-forward by :func:`sf_ml.panel.as_of_join`). Everything stays linear in the input size: no cross
-join of versions with months.
+forward by :func:`sf_ml.panel.company_months`). Everything stays linear in the input size: no
+cross join of versions with months.
 """
 
 from __future__ import annotations
