@@ -247,6 +247,26 @@ def test_lenient_text_forms_are_normalised(spark, tmp_path):
     assert frames["urssaf_effectif"].first()["effectif"] == 12
 
 
+def test_guarded_trim_equals_trimming_every_value(spark):
+    """The cheap guard of _trimmed never skips a value that trimming would change."""
+    from pyspark.sql import functions as F
+
+    from sf_ml.ingest import _BLANKS, _trimmed
+
+    cores = ["", "1", "12", "a b", "\u00e9t\u00e9", "\x01", "!", "~", "\u009f", "\u00a1", "\uff00"]
+    values = {c for c in cores}
+    for blank in _BLANKS:
+        for core in cores:
+            values |= {blank + core, core + blank, blank + core + blank, blank * 2 + core + "\x01" + blank}
+    frame = spark.createDataFrame([(v,) for v in sorted(values)], "text string")
+    rows = frame.select(
+        "text", _trimmed(F.col("text")).alias("guarded"), F.trim("text", F.lit(_BLANKS)).alias("full")
+    ).collect()
+    assert len(rows) == len(values) > 300
+    assert [r["guarded"] for r in rows] == [r["full"] for r in rows]
+    assert {r["text"]: r["guarded"] for r in rows}["\u00a012\u00a0"] == "12"
+
+
 def test_csv_and_parquet_inputs_give_identical_frames(spark, tmp_path, csv_world):
     _, schemas, rows = csv_world
     from_parquet = read_raw(spark, write_world(tmp_path / "parquet", fmt="parquet"))

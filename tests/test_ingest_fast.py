@@ -1,0 +1,183 @@
+"""The cheap typing of ingestion (sf_ml.ingest._typed) equals the reference reading on edge cases."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from sf_ml import contract, ingest
+from sf_ml.contract import BOOL, DATE, FLOAT, INT, SIREN, SIRET, STRING, TABLES, Column
+from test_ingest import _interpreted_spark, write_world  # noqa: F401 - autouse fixture: tiny frames
+
+CORES = [
+    # numbers
+    "0", "12", "012", "0012", "+5", "-3", "-0", "+0", "1e3", "1E-2", "1e+2", "12.0", "12.00", "12.", ".5",
+    "5.", "12.5", "-12.5", "1.2.3", "1d", "1f", "1D", "1F", "0x1p3", "0X1P3", "+0x1p3", "0x10", "Infinity",
+    "-Infinity", "+Infinity", "inf", "-inf", "Inf", "NaN", "nan", "-NaN", "+nan", "1,5", "1 500,50", "1_0",
+    "\u0661\u0662", "\uff11\uff12", "2147483647", "2147483648", "-2147483648", "-2147483649", "1e400",
+    "-1e400", "4.9e-324", "1e-400", "e3", ".", "+", "-", "+-1", "--1", "1-", "1e", "1e+", "12a", "a12",
+    # dates
+    "2020-01-01", "2020-1-1", "2020-01-1", "2020-1-01", "20200-01-01", "2020-02-30", "2020-02-29",
+    "2019-02-29", "2020-13-01", "2020-00-10", "2020-01-00", "2020-01-1T", "2020-01-1 ", "2020-1T-01",
+    "02020-1-01", "+2020-01-01", "-2020-01-01", "2020-01-01T", "2020-01-01T10:00", "2020-01-01 10:00",
+    "0000-01-01", "0001-01-01", "0999-12-31", "9999-12-31", "2020/01/01", "01/02/2020", "2020-01-0a",
+    "202a-01-01", "2020-01-01Z", "2020-01--1", "2020--1-01", "2020-0101", "2020", "2020-01",
+    # booleans
+    "true", "false", "TRUE", "True", "FALSE", "1", "yes", "t",
+    # identifiers
+    "123456789", "12345678", "1234567890", "12345678901234", "123456789012345", "1234567800012",
+    "5521OO554", "55210055400013", "-5", "12345678.0", "1.2345678e8", "0x1234567",
+    # text
+    "", "a b", "x", "\u00e9", "62.01Z", "2A004",
+]
+WRAPPERS = [
+    "{}", " {}", "{} ", "  {}  ", "\u00a0{}", "{}\u00a0", "\ufeff{}", "\t{}\n", "\r{}\x0b", "\f{}",
+    "\x01{}", "{}\x01", "\x1c{}", "{}\x1f", "{}\u2003", "\u3000{}", "{}\x00",
+]
+KINDS = [SIREN, SIRET, DATE, BOOL, INT, FLOAT, STRING]
+
+
+def _corpus() -> list[str | None]:
+    values = {w.format(c) for c, w in itertools.product(CORES, WRAPPERS)}
+    return [None] + sorted(values)
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+@pytest.mark.parametrize("ansi", ["true", "false"])
+def test_fast_typing_equals_detailed_typing(spark, ansi):
+    from pyspark.sql import functions as F
+
+    values = _corpus()
+    assert len(values) > 2000
+    columns = [Column(f"v_{kind}", kind) for kind in KINDS]
+    raw = spark.createDataFrame([(v,) for v in values], "raw string")
+    texts = raw.select("raw", *[F.nullif(ingest._trimmed(F.col("raw")), F.lit("")).alias(c.name) for c in columns])
+    def comparable(value, kind):  # year 0 and 5-digit years have no Python date: compare day numbers
+        return F.unix_date(value) if kind == DATE else value
+
+    typed = texts.select(
+        "raw",
+        *[comparable(ingest._typed(c), c.kind).alias(f"fast_{c.kind}") for c in columns],
+        *[comparable(ingest._typed_detailed(c), c.kind).alias(f"ref_{c.kind}") for c in columns],
+    )
+    previous = spark.conf.get("spark.sql.ansi.enabled")
+    spark.conf.set("spark.sql.ansi.enabled", ansi)
+    try:
+        rows = typed.collect()
+    finally:
+        spark.conf.set("spark.sql.ansi.enabled", previous)
+    assert len(rows) == len(values)
+    differences = [
+        (row["raw"], kind, row[f"fast_{kind}"], row[f"ref_{kind}"])
+        for row in rows for kind in KINDS if not _same(row[f"fast_{kind}"], row[f"ref_{kind}"])
+    ]
+    assert differences == []
+    # The corpus reaches both sides of every kind.
+    for kind in KINDS:
+        assert any(row[f"ref_{kind}"] is not None for row in rows), kind
+        assert any(row[f"ref_{kind}"] is None and row["raw"] for row in rows), kind
+    by_raw = {row["raw"]: row for row in rows}
+    assert by_raw["\u00a012"]["fast_int"] == by_raw["  12  "]["fast_int"] == 12 and by_raw["12.0"]["fast_int"] == 12
+    assert by_raw["1d"]["fast_float"] is None and by_raw["0x1p3"]["fast_float"] is None
+    assert by_raw["NaN"]["fast_float"] is None and by_raw[" 1e3"]["fast_float"] == 1000.0
+    assert by_raw["2020-01-01 "]["fast_date"] == 18262 and by_raw["20200-01-01"]["fast_date"] is None
+    assert by_raw["12345678"]["fast_siren"] == "012345678" and by_raw["\u0661\u0662"]["fast_int"] is None
+
+
+def _corpus_world(tmp_path, values: list[str], by_kind: dict[str, list[str]] | None = None):
+    """A raw directory whose ap_demande and sirene_etablissements hold ``values`` in every column.
+
+    With ``by_kind``, row i of a column of kind K holds ``by_kind[K][i % len(by_kind[K])]``.
+    """
+    import csv
+
+    raw = tmp_path / "raw"
+    raw.mkdir(parents=True)
+    for name in ("ap_demande", "sirene_etablissements"):
+        table = TABLES[name]
+        with (raw / f"{name}.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(table.column_names + ["odd, extra \"col\""])
+            for i, value in enumerate(values):
+                row = [value] * len(table.columns)
+                if by_kind:
+                    row = [by_kind[c.kind][i % len(by_kind[c.kind])] for c in table.columns]
+                row[0] = str(10**8 + i)  # a valid, unique key (id_da / siren)
+                if name == "sirene_etablissements":
+                    row[1] = f"{10**8 + i}{i % 100000:05d}"
+                    row[2] = "true"
+                writer.writerow(row + ["zz"])
+    return raw
+
+
+def _read(spark, raw, staging):
+    try:
+        frames = ingest.read_raw(spark, raw, tables=["ap_demande", "sirene_etablissements"], staging_dir=staging)
+        return {name: sorted(map(tuple, frame.collect()), key=repr) for name, frame in frames.items()}, None
+    except ingest.RawDataError as error:
+        return None, error.errors
+
+
+def test_fast_and_detailed_readings_give_the_same_frames_and_issues(spark, tmp_path, monkeypatch):
+    bad = sorted({w.format(c) for c, w in itertools.product(CORES, WRAPPERS[:3])})
+    good = {
+        SIRET: ["1234567800012", " 55210055400013", "\u00a000000000000001\t", ""],
+        DATE: ["2020-01-01", " 2020-02-29", "\ufeff1999-12-31\u00a0", "", "0999-01-01"],
+        FLOAT: ["1.5", " 1e3", "+.5\u00a0", "NaN", "", "0", "12.", "nan"],
+        INT: ["12", " 12.0", "+5", "0", "", "7.", "\t003 "],
+        STRING: ["DA1", " x y ", ""],
+        SIREN: ["1"], BOOL: ["true"],
+    }
+    for label, values, by_kind in (("bad", bad, None), ("good", list(range(40)), good)):
+        raw = _corpus_world(tmp_path / label, values, by_kind)
+        fast = _read(spark, raw, tmp_path / label / "fast")
+        monkeypatch.setattr(ingest, "_typed", ingest._typed_detailed)
+        detailed = _read(spark, raw, tmp_path / label / "detailed")
+        monkeypatch.undo()
+        assert fast == detailed, label
+        if label == "good":
+            assert fast[0] is not None and len(fast[0]["ap_demande"]) == 40
+        else:
+            assert fast[1] is not None and {i.column for i in fast[1]} >= {"siret", "date_statut", "hta", "eff_etab"}
+
+
+def test_concurrent_tables_report_issues_in_contract_order(spark, tmp_path, monkeypatch):
+    raw = write_world(tmp_path / "raw", changes={
+        "sirene_unites_legales": [dict(siren="12x", categorieJuridiqueUniteLegale="5710",
+                                       dateCreationUniteLegale="2001-05-03")],
+        "urssaf_effectif": [dict(siren="12345678", periode="2020-13-01", effectif=3)],
+        "dgfip_bilans": [{**{n: None for n in contract.DGFIP_AMOUNT_COLUMNS}, "siren": 1,
+                          "date_debut_exercice": "x", "date_fin_exercice": "2019-12-31", "mnt_af_ca": "1d"}],
+        "procedures_collectives": [dict(siren=552100554, date_jugement="2021-6-1", nature_jugement="4")],
+    })
+    expected = [
+        ("sirene_unites_legales.csv", "siren"), ("urssaf_effectif.csv", "periode"),
+        ("dgfip_bilans.csv", "date_debut_exercice"), ("dgfip_bilans.csv", "mnt_af_ca"),
+        ("procedures_collectives.csv", "date_jugement"),
+    ]
+    for _ in range(2):  # completion order varies between runs, the report does not
+        with pytest.raises(ingest.RawDataError) as info:
+            ingest.read_raw(spark, raw)
+        assert [(i.file, i.column) for i in info.value.errors] == expected
+
+    # An unexpected error in one table is raised once the others are done; ingest writes nothing.
+    original, seen = ingest._load_and_check, []
+
+    def failing(spark_, table, path, target):
+        if table.name == "urssaf_debit":
+            raise RuntimeError("boom")
+        seen.append(table.name)
+        return original(spark_, table, path, target)
+
+    monkeypatch.setattr(ingest, "_load_and_check", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        ingest.ingest(raw, tmp_path / "out" / "typed", spark=spark)
+    assert sorted(seen) == sorted(set(TABLES) - {"urssaf_debit"})
+    assert not (tmp_path / "out").exists()
