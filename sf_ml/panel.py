@@ -335,7 +335,7 @@ def company_months(
         # With the debit table, no recorded debt means no debt.
         default = 0.0 if name == "debt" else None
         ops += [WindowOp(c, "carry", f"__{name}__{c}", known=known, default=default) for c in columns]
-    return months.sortWithinPartitions("siren", MONTH), ops
+    return months, ops
 
 
 def build_panel(

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sf_ml.registry import CHAMPION
+from sf_ml.registry import CHAMPION, set_alias
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def promote(
 
         note = f"{record['decided_at']} promote run {run.info.run_id}: {decision} ({reason})"
         if decision == "promoted":
-            client.set_registered_model_alias(model_name, CHAMPION, cand.version)
+            set_alias(model_name, CHAMPION, int(cand.version))
             client.set_model_version_tag(model_name, cand.version, "champion_since", record["decided_at"])
             if champ is not None:
                 client.set_model_version_tag(model_name, champ.version, "champion_until", record["decided_at"])

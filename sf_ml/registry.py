@@ -49,8 +49,35 @@ def register_model(
         tags={key: str(value) for key, value in (tags or {}).items()},
     )
     if alias:
-        _client().set_registered_model_alias(model_name, alias, version.version)
+        set_alias(model_name, alias, int(version.version))
     return int(version.version)
+
+
+def set_alias(model_name: str, alias: str, version: int, attempts: int = 5) -> None:
+    """Point ``alias`` at ``version``, retrying when a concurrent writer created the alias first.
+
+    The tracking store sets an alias by looking it up, then inserting or updating it: two
+    trainings finishing together can both try the insert, and the loser gets a unique-constraint
+    error. The alias then exists, so the retry updates it (the last writer wins).
+
+    Args:
+        model_name: Registered model name.
+        alias: Alias to move.
+        version: Version it points to afterwards.
+        attempts: Tries before the error is raised.
+    """
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            _client().set_registered_model_alias(model_name, alias, str(version))
+            return
+        except MlflowException as exc:
+            if attempt == attempts or "unique" not in str(exc).lower():
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def model_version(model_uri: str):
