@@ -44,10 +44,10 @@ def register_model(
     """
     import mlflow
 
-    version = mlflow.register_model(
+    version = _retry_on_store_conflict(lambda: mlflow.register_model(
         f"runs:/{run_id}/{artifact_path}", model_name,
         tags={key: str(value) for key, value in (tags or {}).items()},
-    )
+    ))
     if alias:
         set_alias(model_name, alias, int(version.version))
     return int(version.version)
@@ -66,16 +66,27 @@ def set_alias(model_name: str, alias: str, version: int, attempts: int = 5) -> N
         version: Version it points to afterwards.
         attempts: Tries before the error is raised.
     """
+    _retry_on_store_conflict(
+        lambda: _client().set_registered_model_alias(model_name, alias, str(version)), attempts
+    )
+
+
+# Database errors of concurrent registry writes (the tracking store rolls the request back).
+_CONFLICTS = ("unique", "deadlock", "could not serialize", "integrityerror")
+
+
+def _retry_on_store_conflict(call, attempts: int = 5):
+    """``call()``, tried again (with a short back-off) when the store reports a write conflict."""
     import time
 
     from mlflow.exceptions import MlflowException
 
     for attempt in range(1, attempts + 1):
         try:
-            _client().set_registered_model_alias(model_name, alias, str(version))
-            return
+            return call()
         except MlflowException as exc:
-            if attempt == attempts or "unique" not in str(exc).lower():
+            text = str(exc).lower()
+            if attempt == attempts or not any(conflict in text for conflict in _CONFLICTS):
                 raise
             time.sleep(0.2 * attempt)
 
