@@ -386,11 +386,12 @@ def build_panel(
     if has_history is not None:
         static = static.join(has_history, "siren", "left")
     debts = tuple(sources.DEBT_COLUMNS)
+    aggregations = aggregation_ops(time_aggregation)
     ops += [
         WindowOp("__cotisation_mean12m", "mean", "cotisation", 12),
         WindowOp("dette_par_effectif", "ratio", sources=debts, denominator="effectif"),
         WindowOp("dette_sur_cotisation_mean12m", "ratio", sources=debts, denominator="__cotisation_mean12m"),
-        *aggregation_ops(time_aggregation),
+        *aggregations,
     ]
     # Broadcast joins (one row per company) keep the panel's partitioning by siren and its order.
     creation = static.select("siren", F.col("date_creation").alias("__date_creation"))
@@ -410,7 +411,7 @@ def build_panel(
     panel = panel.join(F.broadcast(static), "siren", "left").withColumn("siege_actif", siege_actif)
     panel = panel.where(in_scope(panel))
     panel = panel.withColumn(TARGET, failure_target(F.col("periode"), F.col("date_defaillance"), labels_until))
-    aggregated = [op.output for op in aggregation_ops(time_aggregation)]
+    aggregated = [op.output for op in aggregations]
     indicators = [F.col(v).isNull().cast("int").alias(f"{v}_manquant") for v in BASE_FEATURES]
     return panel.select(
         *KEY,
