@@ -20,6 +20,7 @@ from pyspark.sql.types import DoubleType
 from sf_ml.config import ExperimentConfig
 from sf_ml.io import atomic_directory, scratch_directory
 from sf_ml.panel import BASE_FEATURES, KEY, METADATA_COLUMNS, TARGET, build_panel
+from sf_ml.tracking import retry_on_store_conflict
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def _log_run(
         panel, path=str(features_dir), name=f"features:{features_dir.name}", targets=TARGET,
         digest=directory_digest(features_dir),
     )
-    mlflow.log_input(dataset, context="features")
+    # Concurrent runs logging the same panel race on the dataset row.
+    retry_on_store_conflict(lambda: mlflow.log_input(dataset, context="features"))
 
 
 def build_features(

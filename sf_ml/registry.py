@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sf_ml.tracking import retry_on_store_conflict
+
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 THRESHOLD_TAG_PREFIX = "threshold_"
@@ -44,7 +46,7 @@ def register_model(
     """
     import mlflow
 
-    version = _retry_on_store_conflict(lambda: mlflow.register_model(
+    version = retry_on_store_conflict(lambda: mlflow.register_model(
         f"runs:/{run_id}/{artifact_path}", model_name,
         tags={key: str(value) for key, value in (tags or {}).items()},
     ))
@@ -66,29 +68,9 @@ def set_alias(model_name: str, alias: str, version: int, attempts: int = 5) -> N
         version: Version it points to afterwards.
         attempts: Tries before the error is raised.
     """
-    _retry_on_store_conflict(
+    retry_on_store_conflict(
         lambda: _client().set_registered_model_alias(model_name, alias, str(version)), attempts
     )
-
-
-# Database errors of concurrent registry writes (the tracking store rolls the request back).
-_CONFLICTS = ("unique", "deadlock", "could not serialize", "integrityerror")
-
-
-def _retry_on_store_conflict(call, attempts: int = 5):
-    """``call()``, tried again (with a short back-off) when the store reports a write conflict."""
-    import time
-
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except MlflowException as exc:
-            text = str(exc).lower()
-            if attempt == attempts or not any(conflict in text for conflict in _CONFLICTS):
-                raise
-            time.sleep(0.2 * attempt)
 
 
 def model_version(model_uri: str):

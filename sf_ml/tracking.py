@@ -19,6 +19,38 @@ DEFAULT_EXPERIMENT = "sf_ml"
 TRACKED_LIBRARIES = ("mlflow", "pyspark", "scikit-learn", "hyperopt", "pandas", "numpy", "pyarrow")
 
 
+# Database errors of concurrent writes to a tracking store (the store rolls the request back).
+_CONFLICTS = ("unique", "deadlock", "could not serialize", "integrityerror")
+
+
+def retry_on_store_conflict(call, attempts: int = 5):
+    """``call()``, tried again with a short back-off when the tracking store reports a write conflict.
+
+    Several MLflow writes look a row up and then insert it (registered model versions, aliases,
+    dataset inputs): two processes writing the same row together make one of them fail on a
+    unique constraint. The store rolled that request back, so the retry finds the row and reuses it.
+
+    Args:
+        call: The store write, without arguments.
+        attempts: Tries before the error is raised.
+
+    Returns:
+        What ``call()`` returns.
+    """
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except MlflowException as exc:
+            text = str(exc).lower()
+            if attempt == attempts or not any(conflict in text for conflict in _CONFLICTS):
+                raise
+            time.sleep(0.2 * attempt)
+
+
 def setup_tracking() -> str:
     """Point MLflow at the configured tracking store and return its URI."""
     import mlflow

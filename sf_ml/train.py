@@ -25,6 +25,7 @@ import pandas as pd
 
 from sf_ml.config import ExperimentConfig
 from sf_ml.panel import TARGET
+from sf_ml.tracking import retry_on_store_conflict
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,8 @@ def _log_dataset(panel, features_dir: Path, digest: str) -> None:
         schema = spark_dataset.schema
     # Source, digest and schema only: a SparkDataset would also profile (count) the whole panel.
     dataset = MetaDataset(spark_dataset.source, name=spark_dataset.name, digest=digest, schema=schema)
-    mlflow.log_input(dataset, context="training")
+    # Concurrent runs logging the same panel race on the dataset row.
+    retry_on_store_conflict(lambda: mlflow.log_input(dataset, context="training"))
 
 
 def log_pipeline_model(model, config: ExperimentConfig, columns: list[str]) -> Any:
