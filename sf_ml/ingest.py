@@ -13,9 +13,12 @@ then checked on the written parquet, reading only the columns they need (one gro
 key hashes each, then an exact grouping of the rows whose hash repeats). Per-check counts and
 example rows are computed from the raw file only when a check fails. :func:`ingest` stages straight
 into its output; :func:`read_raw` stages into a directory given by its caller (whose frames then
-read the typed parquet instead of parsing the raw files again) or into a temporary one. Values are
-typed by casts guarded by a few byte comparisons, the regular expressions of the reference
-reading (:func:`_typed_detailed`) running only on values the guards do not prove. Tables are
+read the typed parquet instead of parsing the raw files again) or into a temporary one. Large
+clean CSV files have their dates, ints and floats parsed by Spark's own CSV parsers, several times
+cheaper than reading strings (:func:`_native_frame` tells when that reading equals the contract's;
+any doubt sends the table to the reference path). Elsewhere values are typed by casts guarded by a
+few byte comparisons, the regular expressions of the reference reading (:func:`_typed_detailed`)
+running only on values the guards do not prove. Tables are
 loaded by a few threads at once (Spark runs their jobs concurrently); issues are still reported
 in table order.
 
@@ -67,6 +70,11 @@ _BLANKS = " \t\n\x0b\f\r\u00a0\ufeff"
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _INTEGER = r"^[+-]?[0-9]+(\.0*)?$"
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+# Kinds Spark parses natively from clean CSV files (see _write_native).
+_NATIVE_KINDS = frozenset({DATE, INT, FLOAT})
+_CORRUPT = "__corrupt_record"
+# Below this size a CSV file takes the reference path: its text scan would cost more than it saves.
+_NATIVE_MIN_BYTES = 4 << 20
 # Tables loaded at once: enough to overlap small tables and key checks with the large scans.
 _THREADS = 3
 # Above this many columns an example row shows only identifying columns and the failing one.
@@ -333,25 +341,22 @@ def _load_and_check(
 
     present = [c for c in table.columns if c.name in positions]
     checks = _row_checks(table, present)
-    # One flag per row for all the row checks: per-check counts are only needed on bad input.
-    metrics = [F.count(F.lit(1)).alias("rows")]
-    if checks:
-        flags = [cond for _, _, cond in _row_checks(table, present, cheap=True)]
-        any_failed = functools.reduce(operator.or_, [F.coalesce(cond, F.lit(False)) for cond in flags])
-        metrics.append(F.sum(F.when(any_failed, 1).otherwise(0)).alias("failed_rows"))
     check_key = bool(table.key) and all(k in positions for k in table.key)
-    if check_key:
-        key_complete = functools.reduce(operator.and_, [_value(k).isNotNull() for k in table.key])
-        metrics.append(F.sum(F.when(key_complete, 1).otherwise(0)).alias("keyed_rows"))
-    observation = Observation()
-    typed_columns = [_value(c.name).alias(c.name) for c in table.columns]
-    checked.observe(observation, *metrics).select(*typed_columns).write.parquet(str(target))
-    totals = observation.get
+    totals = None
+    native = path.suffix == ".csv" and path.is_file() and path.stat().st_size >= _NATIVE_MIN_BYTES
+    if native and not issues and len(present) == len(table.columns):
+        totals = _write_native(spark, table, path, header, positions, check_key, target)
+    if totals is None:
+        observation = Observation()
+        metrics = _observed_metrics(table, present, check_key)
+        typed_columns = [_value(c.name).alias(c.name) for c in table.columns]
+        checked.observe(observation, *metrics).select(*typed_columns).write.parquet(str(target))
+        totals = observation.get
     rows = totals["rows"]
 
     for name in sorted(missing, key=table.column_names.index):
         issues.append(ValidationIssue(file, name, "required column missing", rows))
-    if checks and totals["failed_rows"]:
+    if checks and totals.get("failed_rows"):
         counts = checked.agg(
             *(F.sum(F.when(cond, 1).otherwise(0)).alias(f"check{i}") for i, (_, _, cond) in enumerate(checks))
         ).first()
@@ -381,6 +386,139 @@ def _load_and_check(
     typed = raw.select(*[_typed(c).alias(c.name) for c in table.columns])
     return issues, typed, rows
 
+
+def _observed_metrics(table: Table, present: list[Column], check_key: bool, extra: list[SparkColumn] = ()) -> list[SparkColumn]:
+    """Aggregates observed on the rows being written: ``rows``, ``failed_rows`` (any row check,
+    or any of ``extra``, failed) and ``keyed_rows`` (rows with a complete unique key)."""
+    metrics = [F.count(F.lit(1)).alias("rows")]
+    flags = [cond for _, _, cond in _row_checks(table, present, cheap=True)] + list(extra)
+    if flags:
+        # One flag per row for all the row checks: per-check counts are only needed on bad input.
+        any_failed = functools.reduce(operator.or_, [F.coalesce(cond, F.lit(False)) for cond in flags])
+        metrics.append(F.sum(F.when(any_failed, 1).otherwise(0)).alias("failed_rows"))
+    if check_key:
+        key_complete = functools.reduce(operator.and_, [_value(k).isNotNull() for k in table.key])
+        metrics.append(F.sum(F.when(key_complete, 1).otherwise(0)).alias("keyed_rows"))
+    return metrics
+
+
+def _write_native(
+    spark: SparkSession, table: Table, path: Path, header: list[str], positions: dict[str, int],
+    check_key: bool, target: Path,
+) -> dict[str, int] | None:
+    """Type a clean CSV file with Spark's own parsers, or return None to take the reference path.
+
+    Spark parses dates, ints and floats straight from the CSV bytes several times faster than
+    the string reading does, but its parsers accept a few spellings the contract does not; see
+    :func:`_native_frame` for how those are kept out. Any row check failure, corrupt row or
+    suspicious value (:func:`_suspicious_flags`) sends the table to the reference path, which
+    reports the issues exactly.
+
+    Returns:
+        The observed totals (as :func:`_observed_metrics`), the typed table written to ``target``;
+        or None, with nothing left in ``target``.
+    """
+    import shutil
+
+    checked = _native_frame(spark, table, path, header, positions)
+    if checked is None:
+        return None
+    observation = Observation()
+    metrics = _observed_metrics(table, list(table.columns), check_key, _suspicious_flags(table))
+    typed_columns = [_value(c.name).alias(c.name) for c in table.columns]
+    checked.observe(observation, *metrics).select(*typed_columns).write.parquet(str(target))
+    totals = observation.get
+    if totals["failed_rows"]:
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+    return totals
+
+
+def _forbidden_characters(kinds: set[str]) -> str:
+    """Regular expression of the characters that keep a CSV file off the native parse.
+
+    Outside printable ASCII, Java's parsers accept what the contract does not (non-ASCII
+    digits in ``parseInt``, control characters around a ``parseDouble`` number); with floats,
+    ``d f`` suffixes and ``x`` of hexadecimal numbers; with dates, ``+`` (``+02020-01-05`` is
+    read as 2020-01-05).
+    """
+    pattern = "[^\\x20-\\x7e]"
+    if FLOAT in kinds:
+        pattern += "|[dDfFxX]"
+    if DATE in kinds:
+        pattern += "|[+]"
+    return pattern
+
+
+def _native_frame(
+    spark: SparkSession, table: Table, path: Path, header: list[str], positions: dict[str, int]
+) -> DataFrame | None:
+    """The table parsed natively, as the frame the checks run on; None if the file is not clean.
+
+    The file is first scanned as text: a data line matching :func:`_forbidden_characters`, or a
+    header line that is not exactly once in the file, means None. On the remaining alphabet the
+    native parse of a value either fails (its row is corrupt), gives a value flagged by
+    :func:`_suspicious_flags` (NaN, infinity, a year before 1 from a leading ``-``), or gives the
+    value of the reference reading. Identifiers, strings and booleans are read as strings and
+    typed as in the reference path.
+
+    Returns:
+        Columns ``<name>`` (trimmed text, or the native value), ``typed__<name>`` (the typed
+        value) per contract column, and ``__corrupt_record`` (the row failed to parse).
+    """
+    kinds = {c.kind for c in table.columns}
+    if not kinds & _NATIVE_KINDS:
+        return None
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            header_line = handle.readline().rstrip("\r\n")
+    except UnicodeDecodeError:
+        return None
+    line = F.col("value")
+    scan = spark.read.text(str(path)).agg(
+        F.sum(F.when(line == F.lit(header_line), 1).otherwise(0)).alias("headers"),
+        F.sum(F.when((line != F.lit(header_line)) & line.rlike(_forbidden_characters(kinds)), 1).otherwise(0))
+        .alias("unsafe"),
+    ).first()
+    if scan["headers"] != 1 or scan["unsafe"]:
+        return None
+
+    # Header names in the schema (else Spark warns that they differ), positional names after.
+    fields = [T.StructField(name, T.StringType()) for name in header]
+    for col in table.columns:
+        if col.kind in _NATIVE_KINDS:
+            fields[positions[col.name]] = T.StructField(header[positions[col.name]], _SPARK_TYPES[col.kind])
+    source = (
+        spark.read.option("header", True).option("encoding", "UTF-8").option("escape", '"')
+        .option("mode", "PERMISSIVE").option("dateFormat", "yyyy-MM-dd")
+        .option("columnNameOfCorruptRecord", _CORRUPT)
+        .schema(T.StructType([*fields, T.StructField(_CORRUPT, T.StringType())]))
+        .csv(str(path))
+        .toDF(*[f"_c{i}" for i in range(len(header))], _CORRUPT)
+    )
+    columns = []
+    for col in table.columns:
+        value = F.col(f"_c{positions[col.name]}")
+        native = col.kind in _NATIVE_KINDS
+        columns.append((value if native else F.nullif(_trimmed(value), F.lit(""))).alias(col.name))
+    frame = source.select(*columns, F.col(_CORRUPT).isNotNull().alias(_CORRUPT))
+    # A natively typed column is its own text: a value that failed to parse makes a corrupt row.
+    return frame.select("*", *[
+        (F.col(c.name) if c.kind in _NATIVE_KINDS else _typed(c)).alias(_typed_name(c.name))
+        for c in table.columns
+    ])
+
+
+def _suspicious_flags(table: Table) -> list[SparkColumn]:
+    """Conditions on a :func:`_native_frame` row that the reference reading must settle."""
+    flags = [F.col(_CORRUPT)]
+    for col in table.columns:
+        value = _value(col.name)
+        if col.kind == FLOAT:
+            flags.append(F.isnan(value) | (F.abs(value) == F.lit(float("inf"))))
+        elif col.kind == DATE:
+            flags.append(value < F.lit("0001-01-01").cast(T.DateType()))
+    return flags
 
 def _read_source(spark: SparkSession, path: Path) -> tuple[DataFrame | None, list[str]]:
     """The raw file as Spark reads it (CSV: all strings) and its column names; None if empty."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import operator
 import math
 
 import pytest
@@ -181,3 +183,65 @@ def test_concurrent_tables_report_issues_in_contract_order(spark, tmp_path, monk
         ingest.ingest(raw, tmp_path / "out" / "typed", spark=spark)
     assert sorted(seen) == sorted(set(TABLES) - {"urssaf_debit"})
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", [INT, FLOAT, DATE])
+def test_native_parse_agrees_with_the_reference_reading_on_clean_files(spark, tmp_path, kind):
+    """On the characters the text scan lets through, a native value is flagged or the reference one."""
+    import csv
+    import re
+
+    from pyspark.sql import functions as F
+
+    forbidden = re.compile(ingest._forbidden_characters({kind}))
+    # Blank lines are skipped by the CSV reader (both readings).
+    values = [v for v in _corpus() if v and v.strip() and not forbidden.search(v)]
+    assert len(values) > 150
+    path = tmp_path / "t.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["v"])
+        writer.writerows([v] for v in values)
+    table = contract.Table("t", (Column("v", kind),))
+
+    native = ingest._native_frame(spark, table, path, ["v"], {"v": 0})
+    assert native is not None
+    flagged = functools.reduce(operator.or_, [F.coalesce(f, F.lit(False)) for f in ingest._suspicious_flags(table)])
+    # Dates as text: a native date may lie before year 1 (flagged), out of Python's range.
+    as_text = (lambda c: c.cast("string")) if kind == DATE else (lambda c: c)
+    native_rows = native.select(as_text(ingest._value("v")).alias("value"), flagged.alias("flagged")).collect()
+    source, _ = ingest._read_source(spark, path)
+    text = source.select(F.nullif(ingest._trimmed(F.col("v")), F.lit("")).alias("v"))
+    reference = [row[0] for row in text.select(as_text(ingest._typed(Column("v", kind)))).collect()]
+
+    assert len(native_rows) == len(reference) == len(values)
+    differing = [(v, n.value, r) for v, n, r in zip(values, native_rows, reference) if not n.flagged and not _same(n.value, r)]
+    assert differing == []
+    accepted = [n for n in native_rows if not n.flagged and n.value is not None]
+    assert len(accepted) >= 5  # the corpus exercises the native parse, not only its rejections
+
+
+def test_native_and_reference_paths_stage_identical_tables(spark, tmp_path, monkeypatch):
+    """Clean CSV tables take the native parse; the staged tables equal the reference path's."""
+    raw = write_world(tmp_path / "raw")
+    taken = []
+    original = ingest._write_native
+
+    def spy(*args):
+        totals = original(*args)
+        taken.append((args[1].name, totals is not None))
+        return totals
+
+    monkeypatch.setattr(ingest, "_write_native", spy)
+    monkeypatch.setattr(ingest, "_NATIVE_MIN_BYTES", 0)  # the tiny world's files
+    native = _read_all(spark, raw, tmp_path / "native")
+    assert {"urssaf_cotisation", "urssaf_effectif", "urssaf_debit", "altares_paydex"} <= {n for n, ok in taken if ok}
+    monkeypatch.setattr(ingest, "_write_native", lambda *args: None)
+    assert native == _read_all(spark, raw, tmp_path / "reference")
+
+
+def _read_all(spark, raw, staging):
+    tables = ["urssaf_effectif", "urssaf_cotisation", "urssaf_debit", "altares_paydex", "dgfip_bilans",
+              "ap_demande", "sirene_etablissements_historique"]
+    frames = ingest.read_raw(spark, raw, tables=tables, staging_dir=staging)
+    return {name: (frame.schema, sorted(map(tuple, frame.collect()), key=repr)) for name, frame in frames.items()}
