@@ -15,6 +15,7 @@ def spark():
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     from sf_ml.spark import get_spark
+    from tests.team_fixtures import INTERPRETED
 
     session = get_spark(
         "sf_ml-tests",
@@ -24,6 +25,7 @@ def spark():
             "spark.default.parallelism": "2",
             "spark.ui.enabled": "false",
             "spark.driver.memory": "4g",
+            **INTERPRETED,
         },
     )
     yield session

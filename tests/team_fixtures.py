@@ -31,10 +31,14 @@ PANEL_START, PANEL_END = "2019-01-01", "2022-06-01"
 TRAIN_START, TRAIN_END = "2019-01-01", "2020-06-01"  # labels known to 2021-06: out-of-time after
 SCORE_DATE = "2022-06-01"
 FAST = ["model.params.maxIter=10"]
+# Test data are tiny: evaluating plans interpreted costs less than compiling code for each query.
+INTERPRETED = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+INTERPRETED_CONF = ";".join(f"{k}={v}" for k, v in INTERPRETED.items())
 SPARK_TEST_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.default.parallelism": "2",
     "spark.ui.enabled": "false",
+    **INTERPRETED,
 }
 # Short-lived JVMs on tiny data: C1-only JIT and the serial collector cut their CPU by ~10-15 %
 # (Java 17 floating point is strict: results are the same).

@@ -58,19 +58,22 @@ def test_truncation_invariance(spark, raw_world, tmp_path):
 
     config = load_config("waterfall")  # the richest aggregations
     cutoffs = ["2019-01-01", "2020-07-01"]
-    # Typed once into staging copies (as build_features does): the full world serves both cutoffs.
+
+    def panel_rows(tables, start, end):
+        panel = build_panel(tables, start, end, config.features.time_aggregation,
+                            labels_until="2023-12-31", missing_indicators=True)
+        return panel.drop(TARGET).toPandas()
+
+    # The full world is typed and built once, over both cutoffs: the rows of a periode do not
+    # depend on the range built around it.
     full_tables = read_raw(spark, raw_world, staging_dir=tmp_path / "typed-full")
+    full_panel = panel_rows(full_tables, cutoffs[0], cutoffs[-1])
     for cutoff in cutoffs:
         truncated = truncate_world(raw_world, cutoff, tmp_path / f"cut-{cutoff}")
         cut_tables = read_raw(spark, truncated, staging_dir=tmp_path / f"typed-{cutoff}")
-        frames = []
-        for tables in (full_tables, cut_tables):
-            panel = build_panel(
-                tables, cutoff, cutoff, config.features.time_aggregation,
-                labels_until="2023-12-31", missing_indicators=True,
-            )
-            frames.append(panel.drop(TARGET).toPandas().sort_values("siren").reset_index(drop=True))
-        full, cut = frames
+        cut = panel_rows(cut_tables, cutoff, cutoff).sort_values("siren").reset_index(drop=True)
+        full = full_panel[full_panel["periode"] == dt.date.fromisoformat(cutoff)]
+        full = full.sort_values("siren").reset_index(drop=True)
         assert len(full) > 100
         pd.testing.assert_frame_equal(full, cut, check_exact=False, rtol=1e-9)
 

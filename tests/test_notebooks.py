@@ -16,7 +16,7 @@ import pytest
 
 from sf_ml.config import load_config
 from tests.panels import FAST_OVERRIDES, synthetic_panel, write_features
-from tests.team_fixtures import QUICK_JVM, mlflow_client_state
+from tests.team_fixtures import INTERPRETED_CONF, QUICK_JVM, mlflow_client_state
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -54,7 +54,7 @@ def kernel_env(tracking_uri: str | None = None) -> dict[str, str]:
         "SPARK_LOCAL_IP": "127.0.0.1",
         "SF_ML_SPARK_MASTER": "local[2]",
         "SF_ML_SPARK_CONF": ("spark.driver.memory=1g;spark.sql.shuffle.partitions=2;spark.ui.enabled=false;"
-                             f"spark.driver.extraJavaOptions={QUICK_JVM}"),
+                             f"{INTERPRETED_CONF};spark.driver.extraJavaOptions={QUICK_JVM}"),
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     }
     env.pop("MLFLOW_RUN_ID", None)
