@@ -44,6 +44,7 @@ import csv
 import functools
 import logging
 import operator
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,7 +302,10 @@ def _size(path: Path) -> int:
 def _load_and_check(
     spark: SparkSession, table: Table, path: Path, target: Path
 ) -> tuple[list[ValidationIssue], DataFrame | None, int]:
-    """Read one raw file as trimmed strings, type it into ``target`` and run every check.
+    """Read one raw file, type it into ``target`` and run every check.
+
+    A large clean CSV file is typed by Spark's CSV parsers (:func:`_write_native`); any other
+    file, or one whose native reading is in doubt, is read as trimmed strings and typed from them.
 
     The row count and the count of rows failing any row check are observed on the rows written
     to ``target`` (one scan of the raw file); the unique-key and head-office checks group the
@@ -347,11 +351,7 @@ def _load_and_check(
     if native and not issues and len(present) == len(table.columns):
         totals = _write_native(spark, table, path, header, positions, check_key, target)
     if totals is None:
-        observation = Observation()
-        metrics = _observed_metrics(table, present, check_key)
-        typed_columns = [_value(c.name).alias(c.name) for c in table.columns]
-        checked.observe(observation, *metrics).select(*typed_columns).write.parquet(str(target))
-        totals = observation.get
+        totals = _write_observed(checked, table, _observed_metrics(table, present, check_key), target)
     rows = totals["rows"]
 
     for name in sorted(missing, key=table.column_names.index):
@@ -387,7 +387,18 @@ def _load_and_check(
     return issues, typed, rows
 
 
-def _observed_metrics(table: Table, present: list[Column], check_key: bool, extra: list[SparkColumn] = ()) -> list[SparkColumn]:
+def _write_observed(checked: DataFrame, table: Table, metrics: list[SparkColumn], target: Path) -> dict[str, int]:
+    """Write the typed columns of ``checked`` to ``target`` as parquet; return ``metrics`` observed
+    on the rows written (one scan of the source)."""
+    observation = Observation()
+    typed_columns = [_value(c.name).alias(c.name) for c in table.columns]
+    checked.observe(observation, *metrics).select(*typed_columns).write.parquet(str(target))
+    return observation.get
+
+
+def _observed_metrics(
+    table: Table, present: list[Column], check_key: bool, extra: list[SparkColumn] = ()
+) -> list[SparkColumn]:
     """Aggregates observed on the rows being written: ``rows``, ``failed_rows`` (any row check,
     or any of ``extra``, failed) and ``keyed_rows`` (rows with a complete unique key)."""
     metrics = [F.count(F.lit(1)).alias("rows")]
@@ -418,16 +429,11 @@ def _write_native(
         The observed totals (as :func:`_observed_metrics`), the typed table written to ``target``;
         or None, with nothing left in ``target``.
     """
-    import shutil
-
     checked = _native_frame(spark, table, path, header, positions)
     if checked is None:
         return None
-    observation = Observation()
     metrics = _observed_metrics(table, list(table.columns), check_key, _suspicious_flags(table))
-    typed_columns = [_value(c.name).alias(c.name) for c in table.columns]
-    checked.observe(observation, *metrics).select(*typed_columns).write.parquet(str(target))
-    totals = observation.get
+    totals = _write_observed(checked, table, metrics, target)
     if totals["failed_rows"]:
         shutil.rmtree(target, ignore_errors=True)
         return None
