@@ -33,7 +33,6 @@ SCORE_DATE = "2022-06-01"
 FAST = ["model.params.maxIter=10"]
 # Test data are tiny: evaluating plans interpreted costs less than compiling code for each query.
 INTERPRETED = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
-INTERPRETED_CONF = ";".join(f"{k}={v}" for k, v in INTERPRETED.items())
 SPARK_TEST_CONF = {
     "spark.sql.shuffle.partitions": "2",
     "spark.default.parallelism": "2",
@@ -80,12 +79,17 @@ def mlflow_client_state(tracking_uri: str, experiment_name: str, workdir: str | 
         fluent._active_experiment_id = saved_experiment
 
 
+def spark_conf(driver_memory: str = "1g") -> str:
+    """``SF_ML_SPARK_CONF`` of a test subprocess: the test settings, the quick JVM, ``driver_memory``."""
+    conf = {**SPARK_TEST_CONF, "spark.driver.memory": driver_memory, "spark.executor.memory": "1g",
+            "spark.driver.extraJavaOptions": QUICK_JVM, "spark.executor.extraJavaOptions": QUICK_JVM}
+    return ";".join(f"{k}={v}" for k, v in conf.items())
+
+
 def subprocess_env(tracking_uri: str | None = None, master: str = "local[2]", driver_memory: str = "1g",
                    **extra: str) -> dict[str, str]:
     """Environment of a ``python -m sf_ml.cli`` subprocess: small Spark, this interpreter first on PATH."""
     bin_dir = str(Path(sys.executable).parent)
-    conf = {**SPARK_TEST_CONF, "spark.driver.memory": driver_memory, "spark.executor.memory": "1g",
-            "spark.driver.extraJavaOptions": QUICK_JVM, "spark.executor.extraJavaOptions": QUICK_JVM}
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -93,7 +97,7 @@ def subprocess_env(tracking_uri: str | None = None, master: str = "local[2]", dr
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
         "SF_ML_SPARK_MASTER": master,
-        "SF_ML_SPARK_CONF": ";".join(f"{k}={v}" for k, v in conf.items()),
+        "SF_ML_SPARK_CONF": spark_conf(driver_memory),
         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
         **extra,
     }

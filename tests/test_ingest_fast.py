@@ -11,7 +11,7 @@ import pytest
 
 from sf_ml import contract, ingest
 from sf_ml.contract import BOOL, DATE, FLOAT, INT, SIREN, SIRET, STRING, TABLES, Column
-from test_ingest import _interpreted_spark, write_world  # noqa: F401 - autouse fixture: tiny frames
+from test_ingest import _no_adaptive_planning, write_world  # noqa: F401 - autouse fixture: tiny frames
 
 CORES = [
     # numbers

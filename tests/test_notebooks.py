@@ -16,7 +16,7 @@ import pytest
 
 from sf_ml.config import load_config
 from tests.panels import FAST_OVERRIDES, synthetic_panel, write_features
-from tests.team_fixtures import INTERPRETED_CONF, QUICK_JVM, mlflow_client_state
+from tests.team_fixtures import mlflow_client_state, spark_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -53,8 +53,7 @@ def kernel_env(tracking_uri: str | None = None) -> dict[str, str]:
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
         "SF_ML_SPARK_MASTER": "local[2]",
-        "SF_ML_SPARK_CONF": ("spark.driver.memory=1g;spark.sql.shuffle.partitions=2;spark.ui.enabled=false;"
-                             f"{INTERPRETED_CONF};spark.driver.extraJavaOptions={QUICK_JVM}"),
+        "SF_ML_SPARK_CONF": spark_conf("1g"),
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     }
     env.pop("MLFLOW_RUN_ID", None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.team_fixtures import INTERPRETED_CONF, QUICK_JVM
+from tests.team_fixtures import spark_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,8 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_main(tmp_path: Path, uri: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SPARK_LOCAL_IP": "127.0.0.1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "SF_ML_SPARK_CONF": ("spark.sql.shuffle.partitions=2;spark.ui.enabled=false;spark.driver.memory=3g;"
-                                f"{INTERPRETED_CONF};spark.driver.extraJavaOptions={QUICK_JVM}")}
+           "SF_ML_SPARK_CONF": spark_conf("3g")}
     for inherited in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         env.pop(inherited, None)  # earlier tests may leave them; the command names its experiment
     command = [

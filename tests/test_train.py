@@ -13,10 +13,10 @@ import yaml
 from sf_ml.config import load_config, resolve_config_path
 from sf_ml.modeling import feature_columns
 from sf_ml.registry import thresholds_for
-from tests.team_fixtures import INTERPRETED_CONF, QUICK_JVM
 from sf_ml.tracking import stage_run
 from sf_ml.train import TrainingDataError, synthetic_input_example, train_model
 from tests.panels import FAST_OVERRIDES, synthetic_panel, write_features
+from tests.team_fixtures import spark_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_START, TRAIN_END = "2018-01-01", "2019-06-01"  # labels known to 2020-06, out-of-time after
@@ -117,8 +117,7 @@ def test_mlflow_run_train_entry_point(store, features_dir, tmp_path):
         "MLFLOW_TRACKING_URI": store,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
         "SF_ML_SPARK_MASTER": "local[2]",
-        "SF_ML_SPARK_CONF": (f"spark.driver.memory=2g;spark.sql.shuffle.partitions=2;spark.ui.enabled=false;"
-                             f"{INTERPRETED_CONF};spark.driver.extraJavaOptions={QUICK_JVM}"),
+        "SF_ML_SPARK_CONF": spark_conf("2g"),
     }
     env.pop("MLFLOW_RUN_ID", None)
     params = dict(features_dir=features_dir, config=str(config_path), train_start=TRAIN_START,
