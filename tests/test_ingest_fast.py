@@ -245,3 +245,38 @@ def _read_all(spark, raw, staging):
               "ap_demande", "sirene_etablissements_historique"]
     frames = ingest.read_raw(spark, raw, tables=tables, staging_dir=staging)
     return {name: (frame.schema, sorted(map(tuple, frame.collect()), key=repr)) for name, frame in frames.items()}
+
+
+def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(spark, tmp_path, monkeypatch):
+    """A value the native parse rejects (12.5 as int), one the text scan keeps off it (1d) and one
+    it reads as infinity (1e400) are reported with file, column, count and example; nothing is written."""
+    raw = write_world(tmp_path / "raw", changes={
+        "urssaf_effectif": [dict(siren=12345678, periode="2020-01-01", effectif="12.5")],
+        "urssaf_cotisation": [dict(siret=1234567800012, numero_compte="117000001", periode_debut="2020-01-01",
+                                   periode_fin="2020-02-01", du="1d", encaisse="10")],
+        "altares_paydex": [dict(siren=12345678, date_valeur="2020-01-05", paydex="1e400", nbr_fournisseurs=3,
+                                encours_etudies=100, fpi_30=10, fpi_90=5)],
+    })
+    taken = {}
+    original = ingest._write_native
+
+    def spy(*args):
+        totals = original(*args)
+        taken[args[1].name] = totals is not None
+        return totals
+
+    monkeypatch.setattr(ingest, "_write_native", spy)
+    monkeypatch.setattr(ingest, "_NATIVE_MIN_BYTES", 0)  # the tiny world's files
+    with pytest.raises(ingest.RawDataError) as info:
+        ingest.ingest(raw, tmp_path / "out" / "typed", spark=spark)
+    assert not (tmp_path / "out").exists()
+    assert {name: taken[name] for name in ("urssaf_effectif", "urssaf_cotisation", "altares_paydex")} == {
+        "urssaf_effectif": False, "urssaf_cotisation": False, "altares_paydex": False}
+    issues = {(i.file, i.column): i for i in info.value.errors}
+    assert set(issues) == {("urssaf_effectif.csv", "effectif"), ("urssaf_cotisation.csv", "du"),
+                           ("altares_paydex.csv", "paydex")}
+    effectif = issues[("urssaf_effectif.csv", "effectif")]
+    assert effectif.problem == "not an integer (32-bit)" and effectif.count == 1 and "effectif=12.5" in effectif.example
+    assert issues[("urssaf_cotisation.csv", "du")].problem == "not a finite number"
+    assert "du=1d" in issues[("urssaf_cotisation.csv", "du")].example
+    assert "paydex=1e400" in issues[("altares_paydex.csv", "paydex")].example
