@@ -56,6 +56,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sf_ml.contract import BOOL, DATE, FLOAT, ID_WIDTH, INT, REQUIRED_TABLES, TABLES, Column, Table
+from sf_ml import sqltext
 from sf_ml.io import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -331,15 +332,18 @@ def _load_and_check(
     positions, missing = _match_columns(header, table, file, issues)
     # Positional names make the selection immune to odd or case-colliding header names.
     renamed = source.toDF(*[f"_c{i}" for i in range(len(header))])
-    exprs = []
-    for col in table.columns:
-        if col.name in positions:
-            i = positions[col.name]
-            text = _as_string(F.col(f"_c{i}"), source.schema[i].dataType, col.kind)
-            exprs.append(F.nullif(_trimmed(text), F.lit("")).alias(col.name))
-        else:
-            exprs.append(F.lit(None).cast(T.StringType()).alias(col.name))
-    raw = renamed.select(*exprs)
+    as_text = {
+        f"_c{i}": _as_string(F.col(f"_c{i}"), source.schema[i].dataType, col.kind)
+        for col in table.columns
+        if (i := positions.get(col.name)) is not None and not isinstance(source.schema[i].dataType, T.StringType)
+    }
+    if as_text:
+        renamed = renamed.withColumns(as_text)
+    raw = renamed.select(*[
+        _text(f"_c{positions[col.name]}").alias(col.name) if col.name in positions
+        else F.expr("CAST(NULL AS STRING)").alias(col.name)
+        for col in table.columns
+    ])
     # Each typed value is computed once, next to its text, for all the checks that use it.
     checked = raw.select("*", *[_typed(c).alias(_typed_name(c.name)) for c in table.columns])
 
@@ -397,19 +401,20 @@ def _write_observed(checked: DataFrame, table: Table, metrics: list[SparkColumn]
 
 
 def _observed_metrics(
-    table: Table, present: list[Column], check_key: bool, extra: list[SparkColumn] = ()
+    table: Table, present: list[Column], check_key: bool, extra: list[str] = ()
 ) -> list[SparkColumn]:
     """Aggregates observed on the rows being written: ``rows``, ``failed_rows`` (any row check,
-    or any of ``extra``, failed) and ``keyed_rows`` (rows with a complete unique key)."""
-    metrics = [F.count(F.lit(1)).alias("rows")]
-    flags = [cond for _, _, cond in _row_checks(table, present, cheap=True)] + list(extra)
+    or any of the SQL conditions ``extra``, failed) and ``keyed_rows`` (rows with a complete
+    unique key)."""
+    metrics = [F.expr("count(1)").alias("rows")]
+    flags = [sql for _, _, sql in _row_check_sql(table, present, cheap=True)] + list(extra)
     if flags:
         # One flag per row for all the row checks: per-check counts are only needed on bad input.
-        any_failed = functools.reduce(operator.or_, [F.coalesce(cond, F.lit(False)) for cond in flags])
-        metrics.append(F.sum(F.when(any_failed, 1).otherwise(0)).alias("failed_rows"))
+        any_failed = " OR ".join(f"coalesce({flag}, false)" for flag in flags)
+        metrics.append(F.expr(f"sum(CASE WHEN {any_failed} THEN 1 ELSE 0 END)").alias("failed_rows"))
     if check_key:
-        key_complete = functools.reduce(operator.and_, [_value(k).isNotNull() for k in table.key])
-        metrics.append(F.sum(F.when(key_complete, 1).otherwise(0)).alias("keyed_rows"))
+        key_complete = " AND ".join(f"{sqltext.name(_typed_name(k))} IS NOT NULL" for k in table.key)
+        metrics.append(F.expr(f"sum(CASE WHEN {key_complete} THEN 1 ELSE 0 END)").alias("keyed_rows"))
     return metrics
 
 
@@ -506,7 +511,7 @@ def _native_frame(
     for col in table.columns:
         value = F.col(f"_c{positions[col.name]}")
         native = col.kind in _NATIVE_KINDS
-        columns.append((value if native else F.nullif(_trimmed(value), F.lit(""))).alias(col.name))
+        columns.append((value if native else _text(f"_c{positions[col.name]}")).alias(col.name))
     frame = source.select(*columns, F.col(_CORRUPT).isNotNull().alias(_CORRUPT))
     # A natively typed column is its own text: a value that failed to parse makes a corrupt row.
     return frame.select("*", *[
@@ -515,16 +520,17 @@ def _native_frame(
     ])
 
 
-def _suspicious_flags(table: Table) -> list[SparkColumn]:
-    """Conditions on a :func:`_native_frame` row that the reference reading must settle."""
-    flags = [F.col(_CORRUPT)]
+def _suspicious_flags(table: Table) -> list[str]:
+    """Conditions (SQL) on a :func:`_native_frame` row that the reference reading must settle."""
+    flags = [sqltext.name(_CORRUPT)]
     for col in table.columns:
-        value = _value(col.name)
+        value = sqltext.name(_typed_name(col.name))
         if col.kind == FLOAT:
-            flags.append(F.isnan(value) | (F.abs(value) == F.lit(float("inf"))))
+            flags.append(f"isnan({value}) OR abs({value}) = {_INFINITY}")
         elif col.kind == DATE:
-            flags.append(value < F.lit("0001-01-01").cast(T.DateType()))
+            flags.append(f"{value} < DATE'0001-01-01'")
     return flags
+
 
 def _read_source(spark: SparkSession, path: Path) -> tuple[DataFrame | None, list[str]]:
     """The raw file as Spark reads it (CSV: all strings) and its column names; None if empty."""
@@ -588,18 +594,32 @@ def _as_string(col: SparkColumn, dtype: T.DataType, kind: str) -> SparkColumn:
     return text
 
 
-def _trimmed(text: SparkColumn) -> SparkColumn:
-    """``text`` without the blanks of ``_BLANKS`` at either end.
+# Expressions are written as SQL text, each compiled by one F.expr call: built from the Column
+# API, the expressions of a wide table cost tens of thousands of round trips to the JVM, more
+# than reading a 10 MB file.
+_INFINITY = "CAST('Infinity' AS DOUBLE)"
+
+
+def _trimmed_sql(name: str) -> str:
+    """SQL of column ``name`` without the blanks of ``_BLANKS`` at either end.
 
     Trimming with a character set costs more than parsing the CSV, so it only runs on values
     that may need it: a first or last character below ``!`` or at/above U+00A0 (every blank is
     one of those; a few byte comparisons per value).
     """
-    last = F.substring(text, -1, 1)
-    dirty = (
-        (text < F.lit("!")) | (text >= F.lit("\u00a0")) | (last < F.lit("!")) | (last >= F.lit("\u00a0"))
-    )
-    return F.when(dirty, F.trim(text, F.lit(_BLANKS))).otherwise(text)
+    text, last, nbsp = sqltext.name(name), f"substring({sqltext.name(name)}, -1, 1)", sqltext.string("\u00a0")
+    dirty = f"{text} < '!' OR {text} >= {nbsp} OR {last} < '!' OR {last} >= {nbsp}"
+    return f"CASE WHEN {dirty} THEN trim(BOTH {sqltext.string(_BLANKS)} FROM {text}) ELSE {text} END"
+
+
+def _trimmed(name: str) -> SparkColumn:
+    """Column ``name`` without the blanks of ``_BLANKS`` at either end (see :func:`_trimmed_sql`)."""
+    return F.expr(_trimmed_sql(name))
+
+
+def _text(name: str) -> SparkColumn:
+    """Column ``name`` as the contract reads a value: trimmed, empty as null."""
+    return F.expr(f"nullif({_trimmed_sql(name)}, '')")
 
 
 def _typed(col: Column) -> SparkColumn:
@@ -610,73 +630,92 @@ def _typed(col: Column) -> SparkColumn:
     as the contract reads it, and any other value goes through :func:`_typed_detailed` (regular
     expressions). Why each guard suffices is told next to it.
     """
-    text = F.col(col.name)
-    detailed = _typed_detailed(col)
-    first_ok = (text >= F.lit("+")) & (text < F.lit(":"))  # first char in + , - . / 0-9
-    last = F.substring(text, -1, 1)
-    last_digit = (last >= F.lit("0")) & (last <= F.lit("9"))
+    return F.expr(_typed_sql(col))
+
+
+def _typed_sql(col: Column) -> str:
+    text = sqltext.name(col.name)
+    detailed = _typed_detailed_sql(col)
+    first_ok = f"({text} >= '+' AND {text} < ':')"  # first char in + , - . / 0-9
+    last = f"substring({text}, -1, 1)"
+    last_digit = f"({last} >= '0' AND {last} <= '9')"
     if col.kind in ID_WIDTH:
         # First and last chars are digits (nothing for the cast to trim, no sign), no '.' and
         # the 64-bit cast reads only digits in between, so the text is digits only; at most
         # 14 bytes cannot overflow.
         width = ID_WIDTH[col.kind]
         fast = (
-            (text >= F.lit("0")) & (text < F.lit(":")) & last_digit
-            & (F.octet_length(text) <= width) & ~text.contains(".") & text.try_cast(T.LongType()).isNotNull()
+            f"{text} >= '0' AND {text} < ':' AND {last_digit} AND octet_length({text}) <= {width}"
+            f" AND NOT contains({text}, '.') AND try_cast({text} AS BIGINT) IS NOT NULL"
         )
-        return F.when(fast, F.lpad(text, width, "0")).otherwise(detailed)
+        return f"CASE WHEN {fast} THEN lpad({text}, {width}, '0') ELSE {detailed} END"
     if col.kind == DATE:
         # 10 bytes, '-' at 5 and 8, a digit last: the date cast then needs a 4-digit year in
         # 1-4 (a sign or a trimmed blank leaves 3), a 2-digit month in 6-7 and a 2-digit day
         # (a ' ' or 'T' in 9 leaves none), i.e. exactly yyyy-MM-dd. A cast to null is null both ways.
         fast = (
-            (F.octet_length(text) == 10) & (F.substring(text, 5, 1) == F.lit("-"))
-            & (F.substring(text, 8, 1) == F.lit("-")) & last_digit
+            f"octet_length({text}) = 10 AND substring({text}, 5, 1) = '-'"
+            f" AND substring({text}, 8, 1) = '-' AND {last_digit}"
         )
-        return F.when(fast, text.try_cast(T.DateType())).otherwise(detailed)
+        return f"CASE WHEN {fast} THEN try_cast({text} AS DATE) ELSE {detailed} END"
     if col.kind == BOOL:
         return (
-            F.when((text == F.lit("true")) | (text == F.lit("1")), F.lit(True))
-            .when((text == F.lit("false")) | (text == F.lit("0")), F.lit(False))
-            .otherwise(detailed)
+            f"CASE WHEN {text} = 'true' OR {text} = '1' THEN true"
+            f" WHEN {text} = 'false' OR {text} = '0' THEN false ELSE {detailed} END"
         )
     if col.kind == INT:
         # The int cast trims blanks and control characters and takes a sign; a first char
         # among + - 0-9 (the others fail), a last digit and no '.' leave [+-]?[0-9]+, read
         # the same way by both.
-        value = text.try_cast(T.IntegerType())
-        fast = first_ok & last_digit & ~text.contains(".") & value.isNotNull()
-        return F.when(fast, value).otherwise(detailed)
+        value = f"try_cast({text} AS INT)"
+        fast = f"{first_ok} AND {last_digit} AND NOT contains({text}, '.') AND {value} IS NOT NULL"
+        return f"CASE WHEN {fast} THEN {value} ELSE {detailed} END"
     if col.kind == FLOAT:
         # Java's parseDouble also takes surrounding chars <= ' ', a d/f suffix, hex (0x...p..),
         # NaN and Infinity: a first char among + - . 0-9, a last char among . 0-9 and no 'x'
         # leave decimal numbers with an optional exponent, the language of _NUMBER.
-        value = text.try_cast(T.DoubleType())
-        last_ok = (last >= F.lit(".")) & (last <= F.lit("9"))
-        fast = first_ok & last_ok & ~text.contains("x") & ~text.contains("X") & value.isNotNull()
-        finite = F.abs(value) != F.lit(float("inf"))
-        return F.when(fast, F.when(finite, value)).otherwise(detailed)
+        value = f"try_cast({text} AS DOUBLE)"
+        fast = (
+            f"{first_ok} AND ({last} >= '.' AND {last} <= '9') AND NOT contains({text}, 'x')"
+            f" AND NOT contains({text}, 'X') AND {value} IS NOT NULL"
+        )
+        finite = f"CASE WHEN abs({value}) != {_INFINITY} THEN {value} END"
+        return f"CASE WHEN {fast} THEN {finite} ELSE {detailed} END"
     return text
 
 
 def _typed_detailed(col: Column) -> SparkColumn:
     """The typed value of a contract column from its trimmed string (the reference reading)."""
-    text = F.col(col.name)
+    return F.expr(_typed_detailed_sql(col))
+
+
+def _typed_detailed_sql(col: Column) -> str:
+    text = sqltext.name(col.name)
     if col.kind in ID_WIDTH:
         width = ID_WIDTH[col.kind]
-        return F.when(text.rlike("^[0-9]+$") & (F.length(text) <= width), F.lpad(text, width, "0"))
+        return (
+            f"CASE WHEN {text} RLIKE '^[0-9]+$' AND length({text}) <= {width}"
+            f" THEN lpad({text}, {width}, '0') END"
+        )
     if col.kind == DATE:
         # On ISO-shaped text the cast parses exactly as to_date(yyyy-MM-dd), several times faster.
-        return F.when(text.rlike(_ISO_DATE), text.try_cast(T.DateType()))
+        return f"CASE WHEN {text} RLIKE {sqltext.string(_ISO_DATE)} THEN try_cast({text} AS DATE) END"
     if col.kind == BOOL:
-        lower = F.lower(text)
-        return F.when(lower.isin("true", "1"), F.lit(True)).when(lower.isin("false", "0"), F.lit(False))
+        return (
+            f"CASE WHEN lower({text}) IN ('true', '1') THEN true"
+            f" WHEN lower({text}) IN ('false', '0') THEN false END"
+        )
     if col.kind == INT:
-        return F.when(text.rlike(_INTEGER), F.substring_index(text, ".", 1).try_cast(T.IntegerType()))
+        return (
+            f"CASE WHEN {text} RLIKE {sqltext.string(_INTEGER)}"
+            f" THEN try_cast(substring_index({text}, '.', 1) AS INT) END"
+        )
     if col.kind == FLOAT:
-        value = text.try_cast(T.DoubleType())
-        finite = ~F.isnan(value) & (F.abs(value) != F.lit(float("inf")))
-        return F.when(text.rlike(_NUMBER) & finite, value)
+        value = f"try_cast({text} AS DOUBLE)"
+        return (
+            f"CASE WHEN {text} RLIKE {sqltext.string(_NUMBER)} AND NOT isnan({value})"
+            f" AND abs({value}) != {_INFINITY} THEN {value} END"
+        )
     return text
 
 
@@ -695,16 +734,21 @@ def _row_checks(table: Table, present: list[Column], cheap: bool = False) -> lis
     With ``cheap``, the two checks of an identifier are one (its text has no typed value: true
     on exactly the rows failing either), for flagging rows without regular expressions.
     """
+    return [(column, problem, F.expr(sql)) for column, problem, sql in _row_check_sql(table, present, cheap)]
+
+
+def _row_check_sql(table: Table, present: list[Column], cheap: bool = False) -> list[tuple[str, str, str]]:
+    """:func:`_row_checks` with the conditions as SQL text."""
     checks = []
     for col in present:
-        text, value = F.col(col.name), _value(col.name)
-        unparsed = text.isNotNull() & value.isNull()
+        text, value = sqltext.name(col.name), sqltext.name(_typed_name(col.name))
+        unparsed = f"{text} IS NOT NULL AND {value} IS NULL"
         if col.kind in ID_WIDTH and cheap:
             checks.append((col.name, "identifier is not valid", unparsed))
         elif col.kind in ID_WIDTH:
-            width, digits = ID_WIDTH[col.kind], text.rlike("^[0-9]+$")
-            checks.append((col.name, "identifier has non-digit characters", text.isNotNull() & ~digits))
-            checks.append((col.name, f"identifier longer than {width} digits", digits & (F.length(text) > width)))
+            width, digits = ID_WIDTH[col.kind], f"{text} RLIKE '^[0-9]+$'"
+            checks.append((col.name, "identifier has non-digit characters", f"{text} IS NOT NULL AND NOT ({digits})"))
+            checks.append((col.name, f"identifier longer than {width} digits", f"{digits} AND length({text}) > {width}"))
         elif col.kind == DATE:
             checks.append((col.name, "date does not parse as ISO yyyy-MM-dd", unparsed))
         elif col.kind == BOOL:
@@ -712,17 +756,20 @@ def _row_checks(table: Table, present: list[Column], cheap: bool = False) -> lis
         elif col.kind == INT:
             checks.append((col.name, "not an integer (32-bit)", unparsed))
         elif col.kind == FLOAT:
-            checks.append((col.name, "not a finite number", unparsed & (F.lower(text) != "nan")))
+            checks.append((col.name, "not a finite number", f"{unparsed} AND lower({text}) != 'nan'"))
         if col.non_negative:
-            checks.append((col.name, "negative value where the contract requires >= 0", value < 0))
+            checks.append((col.name, "negative value where the contract requires >= 0", f"{value} < 0"))
         if col.bounds is not None:
             low, high = col.bounds
-            checks.append((col.name, f"value outside [{low:g}, {high:g}]", (value < low) | (value > high)))
+            checks.append((
+                col.name, f"value outside [{low:g}, {high:g}]",
+                f"{value} < CAST('{low!r}' AS DOUBLE) OR {value} > CAST('{high!r}' AS DOUBLE)",
+            ))
     names = {c.name for c in present}
     if {"siren", "siret"} <= names:
         checks.append((
             "siren", "siren is not the first 9 digits of siret",
-            _value("siren") != F.substring(_value("siret"), 1, 9),
+            f"{sqltext.name(_typed_name('siren'))} != substring({sqltext.name(_typed_name('siret'))}, 1, 9)",
         ))
     return checks
 

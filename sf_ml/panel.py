@@ -15,7 +15,7 @@ import functools
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from sf_ml import sources
+from sf_ml import sources, sqltext
 from sf_ml.config import AGGREGATIONS, aggregated_name
 from sf_ml.windows import WindowOp
 from sf_ml.contract import (
@@ -298,9 +298,9 @@ def company_months(
         effectif_mois,
         *(frame.where(recent).select("siren", "periode", column) for column, frame in flows.items()),
         *(
-            frame.select(
-                "siren", "periode", F.lit(True).alias(f"__{name}_known"),
-                *(F.col(c).alias(f"__{name}__{c}") for c in STATE_COLUMNS[name]),
+            frame.selectExpr(
+                "siren", "periode", f"true AS __{name}_known",
+                *(f"{sqltext.name(c)} AS {sqltext.name(f'__{name}__{c}')}" for c in STATE_COLUMNS[name]),
             )
             for name, frame in states.items()
         ),
@@ -316,10 +316,10 @@ def company_months(
         stacked.where(F.col("siren").isNotNull() & (F.col("periode") <= F.lit(end_date)))
         .withColumn(MONTH, month_index("periode"))
         .groupBy("siren", MONTH)
-        .agg(F.max("periode").alias("periode"), *(F.max(c).alias(c) for c in values))
+        .agg(F.max("periode").alias("periode"), *(F.expr(f"max({sqltext.name(c)}) AS {sqltext.name(c)}") for c in values))
         .withColumn("in_grid", F.coalesce(F.col("in_grid"), F.lit(False)))
     )
-    months = months.select("*", *(F.lit(None).cast("double").alias(c) for c in FLOW_COLUMNS if c not in flows))
+    months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {c}" for c in FLOW_COLUMNS if c not in flows))
     ops = [
         WindowOp("effectif", "carry", "__effectif_mois"),
         WindowOp("n_effectif_recents", "count", "__effectif_mois", SCOPE_RECENT_MONTHS),
@@ -328,7 +328,7 @@ def company_months(
     for name, columns in STATE_COLUMNS.items():
         if name not in states:
             # Absent optional table: its features are null, imputed later as configured.
-            months = months.select("*", *(F.lit(None).cast("double").alias(c) for c in columns))
+            months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {c}" for c in columns))
             continue
         known = f"__{name}_known"
         months = months.withColumn(known, F.coalesce(F.col(known), F.lit(False)))
@@ -412,11 +412,11 @@ def build_panel(
     panel = panel.where(in_scope(panel))
     panel = panel.withColumn(TARGET, failure_target(F.col("periode"), F.col("date_defaillance"), labels_until))
     aggregated = [op.output for op in aggregations]
-    indicators = [F.col(v).isNull().cast("int").alias(f"{v}_manquant") for v in BASE_FEATURES]
-    return panel.select(
+    indicators = [f"CAST({sqltext.name(v)} IS NULL AS INT) AS {sqltext.name(v + '_manquant')}" for v in BASE_FEATURES]
+    return panel.selectExpr(
         *KEY,
         *METADATA_COLUMNS,
-        *(F.col(c).cast("double").alias(c) for c in [*BASE_FEATURES, *aggregated]),
+        *(f"CAST({sqltext.name(c)} AS DOUBLE) AS {sqltext.name(c)}" for c in [*BASE_FEATURES, *aggregated]),
         *(indicators if missing_indicators else []),
         TARGET,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from sf_ml import sqltext
 from sf_ml.contract import DGFIP_AMOUNT_COLUMNS, FAILURE_NATURES
 from sf_ml.reference import DEPARTMENT_REGION, DIVISION_SECTION
 
@@ -68,18 +69,13 @@ def siren_of(siret: Column) -> Column:
     return F.substring(siret, 1, 9)
 
 
-def safe_ratio(numerator: Column, denominator: Column) -> Column:
-    """``numerator / denominator``, null when the denominator is zero or null."""
-    return F.when(denominator.isNull() | (denominator == 0), F.lit(None).cast("double")).otherwise(
-        numerator / denominator
-    )
+def safe_ratio(numerator: str, denominator: str) -> str:
+    """SQL of ``numerator / denominator`` (SQL terms), null when the denominator is zero or null."""
+    return f"CASE WHEN {denominator} IS NULL OR {denominator} = 0 THEN CAST(NULL AS DOUBLE) ELSE {numerator} / {denominator} END"
 
 
-def _sum_terms(names: tuple[str, ...]) -> Column:
-    total = F.col(names[0])
-    for name in names[1:]:
-        total = total + F.col(name)
-    return total
+def _sum_terms(names: tuple[str, ...]) -> str:
+    return "(" + " + ".join(sqltext.name(n) for n in names) + ")"
 
 
 def effectif_known(urssaf_effectif: DataFrame) -> DataFrame:
@@ -281,15 +277,17 @@ def financial_ratios(dgfip_bilans: DataFrame) -> DataFrame:
     """
     ratios = []
     for name, (numerator, denominator) in FINANCIAL_RATIOS.items():
-        top = _sum_terms(numerator) if numerator else F.lit(1.0)
-        ratios.append((top if denominator is None else safe_ratio(top, _sum_terms(denominator))).alias(name))
-    null_count = sum(F.col(c).isNull().cast("int") for c in DGFIP_AMOUNT_COLUMNS)
-    return dgfip_bilans.select(
+        top = _sum_terms(numerator) if numerator else "1.0D"
+        ratio = top if denominator is None else safe_ratio(top, _sum_terms(denominator))
+        ratios.append(f"{ratio} AS {sqltext.name(name)}")
+    null_count = " + ".join(f"CAST({sqltext.name(c)} IS NULL AS INT)" for c in DGFIP_AMOUNT_COLUMNS)
+    # SQL text: the Column API would cost a thousand round trips to the JVM for these sums.
+    return dgfip_bilans.selectExpr(
         "siren",
         "date_debut_exercice",
         "date_fin_exercice",
-        F.coalesce(F.col("date_depot"), F.add_months("date_fin_exercice", 4)).alias("date_depot"),
-        null_count.alias("null_count"),
+        "coalesce(date_depot, add_months(date_fin_exercice, 4)) AS date_depot",
+        f"{null_count} AS null_count",
         *ratios,
     )
 
@@ -363,7 +361,7 @@ def failure_dates(procedures_collectives: DataFrame) -> DataFrame:
 
 
 def _mapping(mapping: dict[str, str]) -> Column:
-    return F.create_map(*(F.lit(x) for pair in sorted(mapping.items()) for x in pair))
+    return F.expr(sqltext.string_map(mapping))
 
 
 def company_profile(sirene_etablissements: DataFrame, sirene_unites_legales: DataFrame) -> DataFrame:

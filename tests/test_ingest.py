@@ -255,11 +255,21 @@ def test_guarded_trim_equals_trimming_every_value(spark):
             values |= {blank + core, core + blank, blank + core + blank, blank * 2 + core + "\x01" + blank}
     frame = spark.createDataFrame([(v,) for v in sorted(values)], "text string")
     rows = frame.select(
-        "text", _trimmed(F.col("text")).alias("guarded"), F.trim("text", F.lit(_BLANKS)).alias("full")
+        "text", _trimmed("text").alias("guarded"), F.trim("text", F.lit(_BLANKS)).alias("full")
     ).collect()
     assert len(rows) == len(values) > 300
     assert [r["guarded"] for r in rows] == [r["full"] for r in rows]
     assert {r["text"]: r["guarded"] for r in rows}["\u00a012\u00a0"] == "12"
+
+
+def test_sql_string_literals_round_trip(spark):
+    """Expressions are compiled from SQL text: every literal must read back as the same string."""
+    from sf_ml.ingest import _BLANKS
+    from sf_ml.sqltext import string
+
+    values = ["", "it's", "back\\slash", "\\u0041 stays text", _BLANKS, "\u00e9t\u00e9", "\U0001f600", "a\x00b", "%_"]
+    row = spark.sql("SELECT " + ", ".join(f"{string(v)} AS v{i}" for i, v in enumerate(values))).first()
+    assert list(row) == values
 
 
 def test_csv_and_parquet_inputs_give_identical_frames(spark, tmp_path, csv_world):

@@ -60,7 +60,7 @@ def test_fast_typing_equals_detailed_typing(spark, ansi):
     assert len(values) > 2000
     columns = [Column(f"v_{kind}", kind) for kind in KINDS]
     raw = spark.createDataFrame([(v,) for v in values], "raw string")
-    texts = raw.select("raw", *[F.nullif(ingest._trimmed(F.col("raw")), F.lit("")).alias(c.name) for c in columns])
+    texts = raw.select("raw", *[ingest._text("raw").alias(c.name) for c in columns])
     def comparable(value, kind):  # year 0 and 5-digit years have no Python date: compare day numbers
         return F.unix_date(value) if kind == DATE else value
 
@@ -206,12 +206,12 @@ def test_native_parse_agrees_with_the_reference_reading_on_clean_files(spark, tm
 
     native = ingest._native_frame(spark, table, path, ["v"], {"v": 0})
     assert native is not None
-    flagged = functools.reduce(operator.or_, [F.coalesce(f, F.lit(False)) for f in ingest._suspicious_flags(table)])
+    flagged = functools.reduce(operator.or_, [F.coalesce(F.expr(f), F.lit(False)) for f in ingest._suspicious_flags(table)])
     # Dates as text: a native date may lie before year 1 (flagged), out of Python's range.
     as_text = (lambda c: c.cast("string")) if kind == DATE else (lambda c: c)
     native_rows = native.select(as_text(ingest._value("v")).alias("value"), flagged.alias("flagged")).collect()
     source, _ = ingest._read_source(spark, path)
-    text = source.select(F.nullif(ingest._trimmed(F.col("v")), F.lit("")).alias("v"))
+    text = source.select(ingest._text("v").alias("v"))
     reference = [row[0] for row in text.select(as_text(ingest._typed(Column("v", kind)))).collect()]
 
     assert len(native_rows) == len(reference) == len(values)
