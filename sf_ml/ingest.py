@@ -426,20 +426,23 @@ def _write_native(
 
     Spark parses dates, ints and floats straight from the CSV bytes several times faster than
     the string reading does, but its parsers accept a few spellings the contract does not; see
-    :func:`_native_frame` for how those are kept out. Any row check failure, corrupt row or
-    suspicious value (:func:`_suspicious_flags`) sends the table to the reference path, which
-    reports the issues exactly.
+    :func:`_native_frame` for how those are kept out. A forbidden character in a data line, a
+    header line repeated in the file, a row check failure, a corrupt row or a suspicious value
+    (:func:`_suspicious_flags`) sends the table to the reference path, which reports the issues
+    exactly.
 
     Returns:
         The observed totals (as :func:`_observed_metrics`), the typed table written to ``target``;
         or None, with nothing left in ``target``.
     """
-    checked = _native_frame(spark, table, path, header, positions)
-    if checked is None:
+    native = _native_frame(spark, table, path, header, positions)
+    if native is None:
         return None
+    checked, scan = native
     metrics = _observed_metrics(table, list(table.columns), check_key, _suspicious_flags(table))
     totals = _write_observed(checked, table, metrics, target)
-    if totals["failed_rows"]:
+    lines = scan.get
+    if totals["failed_rows"] or lines["headers"] != 1 or lines["unsafe"]:
         shutil.rmtree(target, ignore_errors=True)
         return None
     return totals
@@ -463,19 +466,24 @@ def _forbidden_characters(kinds: set[str]) -> str:
 
 def _native_frame(
     spark: SparkSession, table: Table, path: Path, header: list[str], positions: dict[str, int]
-) -> DataFrame | None:
-    """The table parsed natively, as the frame the checks run on; None if the file is not clean.
+) -> tuple[DataFrame, Observation] | None:
+    """The table parsed natively, as the frame the checks run on, and the scan of its lines.
 
-    The file is first scanned as text: a data line matching :func:`_forbidden_characters`, or a
-    header line that is not exactly once in the file, means None. On the remaining alphabet the
-    native parse of a value either fails (its row is corrupt), gives a value flagged by
+    Each line of the file is read as text once: it is scanned for the characters of
+    :func:`_forbidden_characters` and parsed by Spark's CSV parser (``from_csv``, the parser of
+    the CSV reader, which also parses line by line). The scan is observed while the frame is
+    consumed: ``headers`` (lines equal to the header line; it must be 1) and ``unsafe`` (data
+    lines with a forbidden character; it must be 0). On the remaining alphabet the native parse
+    of a value either fails (its row is corrupt), gives a value flagged by
     :func:`_suspicious_flags` (NaN, infinity, a year before 1 from a leading ``-``), or gives the
     value of the reference reading. Identifiers, strings and booleans are read as strings and
-    typed as in the reference path.
+    typed as in the reference path. Blank lines are skipped, as the CSV reader does.
 
     Returns:
-        Columns ``<name>`` (trimmed text, or the native value), ``typed__<name>`` (the typed
-        value) per contract column, and ``__corrupt_record`` (the row failed to parse).
+        None if the table has no natively parsed kind or the header line is not UTF-8. Else the
+        frame, with columns ``<name>`` (trimmed text, or the native value), ``typed__<name>``
+        (the typed value) per contract column and ``__corrupt_record`` (the row failed to
+        parse), and the observation of the scan (available once the frame has been consumed).
     """
     kinds = {c.kind for c in table.columns}
     if not kinds & _NATIVE_KINDS:
@@ -485,39 +493,38 @@ def _native_frame(
             header_line = handle.readline().rstrip("\r\n")
     except UnicodeDecodeError:
         return None
-    line = F.col("value")
-    scan = spark.read.text(str(path)).agg(
-        F.sum(F.when(line == F.lit(header_line), 1).otherwise(0)).alias("headers"),
-        F.sum(F.when((line != F.lit(header_line)) & line.rlike(_forbidden_characters(kinds)), 1).otherwise(0))
-        .alias("unsafe"),
-    ).first()
-    if scan["headers"] != 1 or scan["unsafe"]:
-        return None
-
-    # Header names in the schema (else Spark warns that they differ), positional names after.
-    fields = [T.StructField(name, T.StringType()) for name in header]
+    is_header = f"value = {sqltext.string(header_line)}"
+    scan = Observation()
+    lines = spark.read.text(str(path)).observe(
+        scan,
+        F.expr(f"sum(CASE WHEN {is_header} THEN 1 ELSE 0 END)").alias("headers"),
+        F.expr(
+            f"sum(CASE WHEN NOT ({is_header}) AND value RLIKE {sqltext.string(_forbidden_characters(kinds))}"
+            " THEN 1 ELSE 0 END)"
+        ).alias("unsafe"),
+    )
+    types = ["STRING"] * len(header)
     for col in table.columns:
         if col.kind in _NATIVE_KINDS:
-            fields[positions[col.name]] = T.StructField(header[positions[col.name]], _SPARK_TYPES[col.kind])
+            types[positions[col.name]] = _SPARK_TYPES[col.kind].simpleString().upper()
+    schema = ", ".join([*(f"_c{i} {kind}" for i, kind in enumerate(types)), f"{_CORRUPT} STRING"])
+    options = {"mode": "PERMISSIVE", "dateFormat": "yyyy-MM-dd", "escape": '"', "columnNameOfCorruptRecord": _CORRUPT}
     source = (
-        spark.read.option("header", True).option("encoding", "UTF-8").option("escape", '"')
-        .option("mode", "PERMISSIVE").option("dateFormat", "yyyy-MM-dd")
-        .option("columnNameOfCorruptRecord", _CORRUPT)
-        .schema(T.StructType([*fields, T.StructField(_CORRUPT, T.StringType())]))
-        .csv(str(path))
-        .toDF(*[f"_c{i}" for i in range(len(header))], _CORRUPT)
+        lines.where(f"NOT ({is_header}) AND trim(value) != ''")
+        .select(F.from_csv(F.col("value"), schema, options).alias("row"))
+        .select("row.*")
     )
     columns = []
     for col in table.columns:
-        value = F.col(f"_c{positions[col.name]}")
-        native = col.kind in _NATIVE_KINDS
-        columns.append((value if native else _text(f"_c{positions[col.name]}")).alias(col.name))
+        value = f"_c{positions[col.name]}"
+        columns.append((F.col(value) if col.kind in _NATIVE_KINDS else _text(value)).alias(col.name))
     frame = source.select(*columns, F.col(_CORRUPT).isNotNull().alias(_CORRUPT))
     # A natively typed column is its own text: a value that failed to parse makes a corrupt row.
-    return frame.select("*", *[
+    checked = frame.select("*", *[
         (F.col(c.name) if c.kind in _NATIVE_KINDS else _typed(c)).alias(_typed_name(c.name))
         for c in table.columns
     ])
+    return checked, scan
 
 
 def _suspicious_flags(table: Table) -> list[str]:

@@ -204,12 +204,12 @@ def test_native_parse_agrees_with_the_reference_reading_on_clean_files(spark, tm
         writer.writerows([v] for v in values)
     table = contract.Table("t", (Column("v", kind),))
 
-    native = ingest._native_frame(spark, table, path, ["v"], {"v": 0})
-    assert native is not None
+    native, scan = ingest._native_frame(spark, table, path, ["v"], {"v": 0})
     flagged = functools.reduce(operator.or_, [F.coalesce(F.expr(f), F.lit(False)) for f in ingest._suspicious_flags(table)])
     # Dates as text: a native date may lie before year 1 (flagged), out of Python's range.
     as_text = (lambda c: c.cast("string")) if kind == DATE else (lambda c: c)
     native_rows = native.select(as_text(ingest._value("v")).alias("value"), flagged.alias("flagged")).collect()
+    assert scan.get == {"headers": 1, "unsafe": 0}
     source, _ = ingest._read_source(spark, path)
     text = source.select(ingest._text("v").alias("v"))
     reference = [row[0] for row in text.select(as_text(ingest._typed(Column("v", kind)))).collect()]
@@ -248,8 +248,9 @@ def _read_all(spark, raw, staging):
 
 
 def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(spark, tmp_path, monkeypatch):
-    """A value the native parse rejects (12.5 as int), one the text scan keeps off it (1d) and one
-    it reads as infinity (1e400) are reported with file, column, count and example; nothing is written."""
+    """A value the native parse rejects (12.5 as int), one the text scan keeps off it (1d), one it
+    reads as infinity (1e400) and a repeated header line are reported with file, column, count and
+    example; nothing is written."""
     raw = write_world(tmp_path / "raw", changes={
         "urssaf_effectif": [dict(siren=12345678, periode="2020-01-01", effectif="12.5")],
         "urssaf_cotisation": [dict(siret=1234567800012, numero_compte="117000001", periode_debut="2020-01-01",
@@ -257,6 +258,10 @@ def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(
         "altares_paydex": [dict(siren=12345678, date_valeur="2020-01-05", paydex="1e400", nbr_fournisseurs=3,
                                 encours_etudies=100, fpi_30=10, fpi_90=5)],
     })
+    debit = raw / "urssaf_debit.csv"
+    header_line = debit.read_text(encoding="utf-8").splitlines()[0]
+    with debit.open("a", encoding="utf-8") as handle:  # a second header line, as in concatenated exports
+        handle.write(header_line + "\n")
     taken = {}
     original = ingest._write_native
 
@@ -270,11 +275,13 @@ def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(
     with pytest.raises(ingest.RawDataError) as info:
         ingest.ingest(raw, tmp_path / "out" / "typed", spark=spark)
     assert not (tmp_path / "out").exists()
-    assert {name: taken[name] for name in ("urssaf_effectif", "urssaf_cotisation", "altares_paydex")} == {
-        "urssaf_effectif": False, "urssaf_cotisation": False, "altares_paydex": False}
+    assert {name: taken[name] for name in ("urssaf_effectif", "urssaf_cotisation", "altares_paydex", "urssaf_debit")} == {
+        "urssaf_effectif": False, "urssaf_cotisation": False, "altares_paydex": False, "urssaf_debit": False}
     issues = {(i.file, i.column): i for i in info.value.errors}
-    assert set(issues) == {("urssaf_effectif.csv", "effectif"), ("urssaf_cotisation.csv", "du"),
-                           ("altares_paydex.csv", "paydex")}
+    assert {key for key in issues if key[0] != "urssaf_debit.csv"} == {
+        ("urssaf_effectif.csv", "effectif"), ("urssaf_cotisation.csv", "du"), ("altares_paydex.csv", "paydex")}
+    siret = issues[("urssaf_debit.csv", "siret")]
+    assert siret.problem == "identifier has non-digit characters" and siret.count == 1 and "siret=siret" in siret.example
     effectif = issues[("urssaf_effectif.csv", "effectif")]
     assert effectif.problem == "not an integer (32-bit)" and effectif.count == 1 and "effectif=12.5" in effectif.example
     assert issues[("urssaf_cotisation.csv", "du")].problem == "not a finite number"
