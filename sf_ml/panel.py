@@ -316,10 +316,14 @@ def company_months(
         stacked.where(F.col("siren").isNotNull() & (F.col("periode") <= F.lit(end_date)))
         .withColumn(MONTH, month_index("periode"))
         .groupBy("siren", MONTH)
-        .agg(F.max("periode").alias("periode"), *(F.expr(f"max({sqltext.name(c)}) AS {sqltext.name(c)}") for c in values))
+        .agg(
+            F.max("periode").alias("periode"),
+            *(F.expr(f"max({sqltext.name(c)}) AS {sqltext.name(c)}") for c in values),
+        )
         .withColumn("in_grid", F.coalesce(F.col("in_grid"), F.lit(False)))
     )
-    months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {c}" for c in FLOW_COLUMNS if c not in flows))
+    absent_flows = [c for c in FLOW_COLUMNS if c not in flows]
+    months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {sqltext.name(c)}" for c in absent_flows))
     ops = [
         WindowOp("effectif", "carry", "__effectif_mois"),
         WindowOp("n_effectif_recents", "count", "__effectif_mois", SCOPE_RECENT_MONTHS),
@@ -328,7 +332,7 @@ def company_months(
     for name, columns in STATE_COLUMNS.items():
         if name not in states:
             # Absent optional table: its features are null, imputed later as configured.
-            months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {c}" for c in columns))
+            months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {sqltext.name(c)}" for c in columns))
             continue
         known = f"__{name}_known"
         months = months.withColumn(known, F.coalesce(F.col(known), F.lit(False)))
@@ -412,7 +416,9 @@ def build_panel(
     panel = panel.where(in_scope(panel))
     panel = panel.withColumn(TARGET, failure_target(F.col("periode"), F.col("date_defaillance"), labels_until))
     aggregated = [op.output for op in aggregations]
-    indicators = [f"CAST({sqltext.name(v)} IS NULL AS INT) AS {sqltext.name(v + '_manquant')}" for v in BASE_FEATURES]
+    indicators = [
+        f"CAST({sqltext.name(v)} IS NULL AS INT) AS {sqltext.name(v + '_manquant')}" for v in BASE_FEATURES
+    ]
     return panel.selectExpr(
         *KEY,
         *METADATA_COLUMNS,

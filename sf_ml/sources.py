@@ -71,7 +71,10 @@ def siren_of(siret: Column) -> Column:
 
 def safe_ratio(numerator: str, denominator: str) -> str:
     """SQL of ``numerator / denominator`` (SQL terms), null when the denominator is zero or null."""
-    return f"CASE WHEN {denominator} IS NULL OR {denominator} = 0 THEN CAST(NULL AS DOUBLE) ELSE {numerator} / {denominator} END"
+    return (
+        f"CASE WHEN {denominator} IS NULL OR {denominator} = 0 THEN CAST(NULL AS DOUBLE)"
+        f" ELSE {numerator} / {denominator} END"
+    )
 
 
 def _sum_terms(names: tuple[str, ...]) -> str:

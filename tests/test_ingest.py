@@ -267,7 +267,9 @@ def test_sql_string_literals_round_trip(spark):
     from sf_ml.ingest import _BLANKS
     from sf_ml.sqltext import string
 
-    values = ["", "it's", "back\\slash", "\\u0041 stays text", _BLANKS, "\u00e9t\u00e9", "\U0001f600", "a\x00b", "%_"]
+    values = [
+        "", "it's", "back\\slash", "\\u0041 stays text", _BLANKS, "\u00e9t\u00e9", "\U0001f600", "a\x00b", "%_",
+    ]
     row = spark.sql("SELECT " + ", ".join(f"{string(v)} AS v{i}" for i, v in enumerate(values))).first()
     assert list(row) == values
 

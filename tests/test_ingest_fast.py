@@ -185,6 +185,29 @@ def test_concurrent_tables_report_issues_in_contract_order(spark, tmp_path, monk
     assert not (tmp_path / "out").exists()
 
 
+def _python_pattern(kinds) -> str:
+    """The Java expression of ingest._forbidden_characters in Python's syntax."""
+    return ingest._forbidden_characters(kinds).replace("\\x{10ffff}", "\\U0010ffff")
+
+
+def test_forbidden_characters_are_exactly_the_unsafe_characters(spark):
+    import re
+
+    from pyspark.sql import functions as F
+
+    from sf_ml import sqltext
+
+    everything = [chr(c) for c in range(0x3000)] + ["\U0001f600", "\U0010fffd"]
+    for kinds, letters in [({INT}, ""), ({FLOAT}, "dDfFxX"), ({DATE}, "+"), ({INT, FLOAT, DATE}, "dDfFxX+")]:
+        expected = {c for c in everything if not 0x20 <= ord(c) <= 0x7E} | set(letters)
+        assert {c for c in everything if re.search(_python_pattern(kinds), c)} == expected, kinds
+    # Java reads the same expression the same way (supplementary characters included).
+    frame = spark.createDataFrame([(c,) for c in everything], "value string")
+    pattern = sqltext.string(ingest._forbidden_characters({INT, FLOAT, DATE}))
+    matched = {row.value for row in frame.where(F.expr(f"value RLIKE {pattern}")).collect()}
+    assert matched == {c for c in everything if not 0x20 <= ord(c) <= 0x7E} | set("dDfFxX+")
+
+
 @pytest.mark.parametrize("kind", [INT, FLOAT, DATE])
 def test_native_parse_agrees_with_the_reference_reading_on_clean_files(spark, tmp_path, kind):
     """On the characters the text scan lets through, a native value is flagged or the reference one."""
@@ -193,7 +216,7 @@ def test_native_parse_agrees_with_the_reference_reading_on_clean_files(spark, tm
 
     from pyspark.sql import functions as F
 
-    forbidden = re.compile(ingest._forbidden_characters({kind}))
+    forbidden = re.compile(_python_pattern({kind}))
     # Blank lines are skipped by the CSV reader (both readings).
     values = [v for v in _corpus() if v and v.strip() and not forbidden.search(v)]
     assert len(values) > 150
@@ -281,7 +304,8 @@ def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(
     assert {key for key in issues if key[0] != "urssaf_debit.csv"} == {
         ("urssaf_effectif.csv", "effectif"), ("urssaf_cotisation.csv", "du"), ("altares_paydex.csv", "paydex")}
     siret = issues[("urssaf_debit.csv", "siret")]
-    assert siret.problem == "identifier has non-digit characters" and siret.count == 1 and "siret=siret" in siret.example
+    assert siret.problem == "identifier has non-digit characters" and siret.count == 1
+    assert "siret=siret" in siret.example
     effectif = issues[("urssaf_effectif.csv", "effectif")]
     assert effectif.problem == "not an integer (32-bit)" and effectif.count == 1 and "effectif=12.5" in effectif.example
     assert issues[("urssaf_cotisation.csv", "du")].problem == "not a finite number"
