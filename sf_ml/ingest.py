@@ -55,8 +55,8 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sf_ml.contract import BOOL, DATE, FLOAT, ID_WIDTH, INT, REQUIRED_TABLES, TABLES, Column, Table
 from sf_ml import sqltext
+from sf_ml.contract import BOOL, DATE, FLOAT, ID_WIDTH, INT, REQUIRED_TABLES, TABLES, Column, Table
 from sf_ml.io import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -636,12 +636,13 @@ def _typed(col: Column) -> SparkColumn:
     Equal to :func:`_typed_detailed` on every value, cheaper on the usual ones: a few byte
     comparisons prove that Spark's cast (which works on the UTF-8 bytes) parses the value exactly
     as the contract reads it, and any other value goes through :func:`_typed_detailed` (regular
-    expressions). Why each guard suffices is told next to it.
+    expressions). Why each guard suffices is told next to it, in :func:`_typed_sql`.
     """
     return F.expr(_typed_sql(col))
 
 
 def _typed_sql(col: Column) -> str:
+    """SQL of :func:`_typed` over the trimmed text column ``col.name``."""
     text = sqltext.name(col.name)
     detailed = _typed_detailed_sql(col)
     first_ok = f"({text} >= '+' AND {text} < ':')"  # first char in + , - . / 0-9
@@ -698,6 +699,7 @@ def _typed_detailed(col: Column) -> SparkColumn:
 
 
 def _typed_detailed_sql(col: Column) -> str:
+    """SQL of :func:`_typed_detailed` over the trimmed text column ``col.name``."""
     text = sqltext.name(col.name)
     if col.kind in ID_WIDTH:
         width = ID_WIDTH[col.kind]
