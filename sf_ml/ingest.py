@@ -349,7 +349,6 @@ def _load_and_check(
     checked = raw.select("*", *[_typed(c).alias(_typed_name(c.name)) for c in table.columns])
 
     present = [c for c in table.columns if c.name in positions]
-    checks = _row_checks(table, present)
     check_key = bool(table.key) and all(k in positions for k in table.key)
     totals = None
     native = path.suffix == ".csv" and path.is_file() and path.stat().st_size >= _NATIVE_MIN_BYTES
@@ -361,7 +360,9 @@ def _load_and_check(
 
     for name in sorted(missing, key=table.column_names.index):
         issues.append(ValidationIssue(file, name, "required column missing", rows))
-    if checks and totals.get("failed_rows"):
+    if totals.get("failed_rows"):
+        # Per-check counts and examples: only on bad input.
+        checks = _row_checks(table, present)
         counts = checked.agg(
             *(F.sum(F.when(cond, 1).otherwise(0)).alias(f"check{i}") for i, (_, _, cond) in enumerate(checks))
         ).first()
@@ -602,9 +603,7 @@ def _as_string(col: SparkColumn, dtype: T.DataType, kind: str) -> SparkColumn:
     return text
 
 
-# Expressions are written as SQL text, each compiled by one F.expr call: built from the Column
-# API, the expressions of a wide table cost tens of thousands of round trips to the JVM, more
-# than reading a 10 MB file.
+# Expressions are written as SQL text, one F.expr call each (see sf_ml.sqltext).
 _INFINITY = "CAST('Infinity' AS DOUBLE)"
 
 
@@ -618,11 +617,6 @@ def _trimmed_sql(name: str) -> str:
     text, last, nbsp = sqltext.name(name), f"substring({sqltext.name(name)}, -1, 1)", sqltext.string("\u00a0")
     dirty = f"{text} < '!' OR {text} >= {nbsp} OR {last} < '!' OR {last} >= {nbsp}"
     return f"CASE WHEN {dirty} THEN trim(BOTH {sqltext.string(_BLANKS)} FROM {text}) ELSE {text} END"
-
-
-def _trimmed(name: str) -> SparkColumn:
-    """Column ``name`` without the blanks of ``_BLANKS`` at either end (see :func:`_trimmed_sql`)."""
-    return F.expr(_trimmed_sql(name))
 
 
 def _text(name: str) -> SparkColumn:

@@ -243,10 +243,10 @@ def test_lenient_text_forms_are_normalised(spark, tmp_path):
 
 
 def test_guarded_trim_equals_trimming_every_value(spark):
-    """The cheap guard of _trimmed never skips a value that trimming would change."""
+    """The cheap guard of _trimmed_sql never skips a value that trimming would change."""
     from pyspark.sql import functions as F
 
-    from sf_ml.ingest import _BLANKS, _trimmed
+    from sf_ml.ingest import _BLANKS, _trimmed_sql
 
     cores = ["", "1", "12", "a b", "\u00e9t\u00e9", "\x01", "!", "~", "\u009f", "\u00a1", "\uff00"]
     values = {c for c in cores}
@@ -255,7 +255,7 @@ def test_guarded_trim_equals_trimming_every_value(spark):
             values |= {blank + core, core + blank, blank + core + blank, blank * 2 + core + "\x01" + blank}
     frame = spark.createDataFrame([(v,) for v in sorted(values)], "text string")
     rows = frame.select(
-        "text", _trimmed("text").alias("guarded"), F.trim("text", F.lit(_BLANKS)).alias("full")
+        "text", F.expr(_trimmed_sql("text")).alias("guarded"), F.trim("text", F.lit(_BLANKS)).alias("full")
     ).collect()
     assert len(rows) == len(values) > 300
     assert [r["guarded"] for r in rows] == [r["full"] for r in rows]
