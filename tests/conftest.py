@@ -15,18 +15,10 @@ def spark():
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     from sf_ml.spark import get_spark
-    from tests.team_fixtures import INTERPRETED
+    from tests.team_fixtures import SPARK_TEST_CONF
 
     session = get_spark(
-        "sf_ml-tests",
-        master="local[2]",
-        conf={
-            "spark.sql.shuffle.partitions": "2",
-            "spark.default.parallelism": "2",
-            "spark.ui.enabled": "false",
-            "spark.driver.memory": "4g",
-            **INTERPRETED,
-        },
+        "sf_ml-tests", master="local[2]", conf={**SPARK_TEST_CONF, "spark.driver.memory": "4g"}
     )
     yield session
     session.stop()
