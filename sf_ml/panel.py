@@ -1,7 +1,8 @@
 """The modelling panel: one row per (siren, periode) in scope, with features and target.
 
 Pure ``DataFrame -> DataFrame`` transforms. The panel is built on a dense monthly grid per
-company (from its first headcount record to three months after its last). Every per-company
+company (from its first headcount record to three months after its last), which the window
+kernel inserts among the months that hold records (:func:`company_grid`). Every per-company
 window (carried states, scope counts, time aggregations) is a calendar window over the month
 index, evaluated by the vectorised kernel of :mod:`sf_ml.windows` on rows partitioned by siren:
 calendar-correct on any input, dense or not.
@@ -17,7 +18,7 @@ from pyspark.sql import functions as F
 
 from sf_ml import sources, sqltext
 from sf_ml.config import AGGREGATIONS, aggregated_name
-from sf_ml.windows import WindowOp
+from sf_ml.windows import MonthlyGrid, WindowOp
 from sf_ml.contract import (
     EXCLUDED_LEGAL_CATEGORIES,
     EXCLUDED_NAF_DIVISIONS,
@@ -64,31 +65,35 @@ def month_index(periode: Column | str) -> Column:
     return F.year(periode) * 12 + F.month(periode) - 1
 
 
-def monthly_grid(urssaf_effectif: DataFrame, first_periode: str | dt.date, last_periode: str | dt.date) -> DataFrame:
-    """Dense months per company between its first and last possible in-scope periode.
+def company_grid(
+    grid_start: dt.date, start: dt.date, end: dt.date, per_company: tuple[str, ...] = ()
+) -> MonthlyGrid:
+    """The dense months per company on which the panel is built.
 
     A company can be in scope at T only with a headcount record in the 3 months before T, so its
-    periodes run from the month after its first record to 3 months after its last, clipped to
-    ``[first_periode, last_periode]``.
+    periodes run from the month after its first record to 3 months after its last (from the
+    first periode its headcount is known to 2 months after the last), clipped to
+    ``[grid_start, end]``; the rows from ``start`` on are returned.
 
     Args:
-        urssaf_effectif: Typed ``urssaf_effectif`` table.
-        first_periode: First periode of the grid (include the look-back the aggregations need).
-        last_periode: Last periode of the grid.
+        grid_start: First periode of the grid (``start`` less the look-back windows need).
+        start: First periode returned.
+        end: Last periode.
+        per_company: Columns with one value per company (copied to the months inserted).
 
     Returns:
-        ``siren, periode`` with one row per company and month.
+        The grid, marked by ``__effectif_record`` (rows at the periodes headcounts are known).
     """
-    bounds = urssaf_effectif.groupBy("siren").agg(
-        F.add_months(F.min(F.trunc("periode", "month")), 1).alias("first"),
-        F.add_months(F.max(F.trunc("periode", "month")), SCOPE_RECENT_MONTHS).alias("last"),
+    return MonthlyGrid(
+        marker="__effectif_record", first_offset=0, last_offset=SCOPE_RECENT_MONTHS - 1,
+        low=_month_number(grid_start), high=_month_number(end), keep_from=_month_number(start),
+        per_company=per_company,
     )
-    low = F.greatest(F.col("first"), F.trunc(F.lit(str(first_periode)).cast("date"), "month"))
-    high = F.least(F.col("last"), F.trunc(F.lit(str(last_periode)).cast("date"), "month"))
-    return (
-        bounds.where(low <= high)
-        .select("siren", F.explode(F.sequence(low, high, F.expr("interval 1 month"))).alias("periode"))
-    )
+
+
+def _month_number(day: dt.date) -> int:
+    """:func:`month_index` of a date, in Python."""
+    return day.year * 12 + day.month - 1
 
 
 def in_scope(panel: DataFrame) -> Column:
@@ -145,7 +150,13 @@ def aggregation_ops(time_aggregation: dict[str, dict[str, list[int]]]) -> list[W
     ]
 
 
-def apply_windows(frame: DataFrame, ops: list[WindowOp], keep: str | None = None) -> DataFrame:
+def apply_windows(
+    frame: DataFrame,
+    ops: list[WindowOp],
+    keep: str | None = None,
+    grid: MonthlyGrid | None = None,
+    require: dict[str, float] | None = None,
+) -> DataFrame:
     """Evaluate window operations per siren with :mod:`sf_ml.windows` (NumPy, in ``mapInArrow``).
 
     ``frame`` must hold all rows of a siren in one partition, sorted by (siren, month), one row
@@ -157,6 +168,9 @@ def apply_windows(frame: DataFrame, ops: list[WindowOp], keep: str | None = None
         frame: ``siren``, ``month`` (:func:`month_index`) and the operations' inputs.
         ops: Operations, in order.
         keep: Boolean column selecting the rows returned (None: all).
+        grid: Dense months to insert per company; only they are returned, with ``periode``
+            (see :class:`~sf_ml.windows.MonthlyGrid`).
+        require: Minimum values of op outputs for a row to be returned.
 
     Returns:
         ``frame``'s columns (less the ``__`` ones) and the operations' outputs.
@@ -169,8 +183,10 @@ def apply_windows(frame: DataFrame, ops: list[WindowOp], keep: str | None = None
     # Ship the kernel's code with the task: executors need numpy and pyarrow, not this package.
     cloudpickle.register_pickle_by_value(windows)
     drop = [c for c in frame.columns if c.startswith("__")]
-    schema = T.StructType(windows.output_fields(frame.schema.fields, ops, drop))
-    body = functools.partial(windows.arrow_partition_windows, ops=ops, keep=keep, drop=drop)
+    schema = T.StructType(windows.output_fields(frame.schema.fields, ops, drop, grid=grid is not None))
+    body = functools.partial(
+        windows.arrow_partition_windows, ops=ops, keep=keep, drop=drop, grid=grid, require=require
+    )
     return frame.mapInArrow(body, schema)
 
 
@@ -252,10 +268,11 @@ def company_months(
 ) -> tuple[DataFrame, list[WindowOp]]:
     """Every monthly source of a company on one row per (siren, month), and how to carry them.
 
-    The grid (:func:`monthly_grid`) and each source's siren x periode frame are stacked and
-    grouped once, after a single repartition by siren of each raw table: the windows that follow
-    (:func:`apply_windows`) run on that partitioning without another shuffle. State events older
-    than the grid stay in the stack so that the state they set is carried into it.
+    Each source's siren x periode frame is stacked and grouped once, after a single repartition
+    by siren of each raw table: the windows that follow (:func:`apply_windows`) run on that
+    partitioning without another shuffle. State events older than the grid stay in the stack so
+    that the state they set is carried into it. Months without any record are not here: the
+    window kernel inserts the company's grid (:func:`company_grid`).
 
     Args:
         tables: Typed contract tables by name (optional ones may be missing).
@@ -263,16 +280,16 @@ def company_months(
         end_date: Last periode.
 
     Returns:
-        The grouped rows: ``siren, periode, month`` (:func:`month_index` of ``periode``),
-        ``in_grid``, the flows (``cotisation``, ``ap_heures_consommees``,
-        ``ap_heures_autorisees``), the features of absent optional tables as nulls, and inputs
-        ``__effectif_mois`` and ``__<state>_known`` / ``__<state>__<column>`` per state;
-        partitioned by siren, one row per siren and month. And the operations that turn them into the
-        headcount scope columns (``effectif``, ``n_effectif_recents``, ``effectif_max_36m``) and
-        the carried states (debts, paydex, financial ratios, ``siege_actif_etat``).
+        The grouped rows: ``siren, month`` (:func:`month_index` of the periode), the flows
+        (``cotisation``, ``ap_heures_consommees``, ``ap_heures_autorisees``), the features of
+        absent optional tables as nulls, and inputs ``__effectif_mois``, ``__effectif_record``
+        and ``__<state>_known`` / ``__<state>__<column>`` per state; partitioned by siren, one
+        row per siren and month, up to the month after ``end_date`` (there, headcount records
+        known later only extend the grid). And the operations that turn them into the headcount
+        scope columns (``effectif``, ``n_effectif_recents``, ``effectif_max_36m``) and the
+        carried states (debts, paydex, financial ratios, ``siege_actif_etat``).
     """
     tables = partitioned_by_siren(tables, SIREN_PARTITIONED_TABLES)
-    effectif = tables["urssaf_effectif"]
     recent = F.col("periode") >= F.lit(grid_start)
     flows = {"cotisation": sources.cotisation_monthly(tables["urssaf_cotisation"])}
     if "ap_consommation" in tables:
@@ -292,9 +309,14 @@ def company_months(
         # Carried as 1.0 (active) / 0.0 (closed): the window kernel works on numbers.
         states["siege"] = events.withColumn("siege_actif_etat", F.col("siege_actif_etat").cast("double"))
 
-    effectif_mois = sources.effectif_known(effectif).select("siren", "periode", F.col("effectif").alias("__effectif_mois"))
+    after_end = add_months(end_date, 1)
+    effectif_mois = sources.effectif_known(tables["urssaf_effectif"]).selectExpr(
+        "siren",
+        f"least(periode, DATE'{after_end.isoformat()}') AS periode",
+        "effectif AS __effectif_mois",
+        "true AS __effectif_record",
+    )
     stack = [
-        monthly_grid(effectif, grid_start, end_date).withColumn("in_grid", F.lit(True)),
         effectif_mois,
         *(frame.where(recent).select("siren", "periode", column) for column, frame in flows.items()),
         *(
@@ -313,14 +335,9 @@ def company_months(
     months = (
         # A row without siren belongs to no company; one without periode (an undated record)
         # is never known (the comparison is null).
-        stacked.where(F.col("siren").isNotNull() & (F.col("periode") <= F.lit(end_date)))
-        .withColumn(MONTH, month_index("periode"))
-        .groupBy("siren", MONTH)
-        .agg(
-            F.max("periode").alias("periode"),
-            *(F.expr(f"max({sqltext.name(c)}) AS {sqltext.name(c)}") for c in values),
-        )
-        .withColumn("in_grid", F.coalesce(F.col("in_grid"), F.lit(False)))
+        stacked.where(F.col("siren").isNotNull() & (F.col("periode") <= F.lit(after_end)))
+        .groupBy("siren", month_index("periode").alias(MONTH))
+        .agg(*(F.expr(f"max({sqltext.name(c)}) AS {sqltext.name(c)}") for c in values))
     )
     absent_flows = [c for c in FLOW_COLUMNS if c not in flows]
     months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {sqltext.name(c)}" for c in absent_flows))
@@ -334,11 +351,9 @@ def company_months(
             # Absent optional table: its features are null, imputed later as configured.
             months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {sqltext.name(c)}" for c in columns))
             continue
-        known = f"__{name}_known"
-        months = months.withColumn(known, F.coalesce(F.col(known), F.lit(False)))
         # With the debit table, no recorded debt means no debt.
         default = 0.0 if name == "debt" else None
-        ops += [WindowOp(c, "carry", f"__{name}__{c}", known=known, default=default) for c in columns]
+        ops += [WindowOp(c, "carry", f"__{name}__{c}", known=f"__{name}_known", default=default) for c in columns]
     return months, ops
 
 
@@ -392,6 +407,7 @@ def build_panel(
     debts = tuple(sources.DEBT_COLUMNS)
     aggregations = aggregation_ops(time_aggregation)
     ops += [
+        WindowOp("age_entreprise", "years_since", "__date_creation"),
         WindowOp("__cotisation_mean12m", "mean", "cotisation", 12),
         WindowOp("dette_par_effectif", "ratio", sources=debts, denominator="effectif"),
         WindowOp("dette_sur_cotisation_mean12m", "ratio", sources=debts, denominator="__cotisation_mean12m"),
@@ -399,15 +415,12 @@ def build_panel(
     ]
     # Broadcast joins (one row per company) keep the panel's partitioning by siren and its order.
     creation = static.select("siren", F.col("date_creation").alias("__date_creation"))
-    panel = (
-        panel.join(F.broadcast(creation), "siren", "left")
-        .withColumn("age_entreprise", F.months_between("periode", "__date_creation") / 12.0)
-        .withColumn(
-            "__keep", F.col("in_grid") & F.col("periode").between(F.lit(start_date), F.lit(end_date))
-        )
-        .sortWithinPartitions("siren", MONTH)
+    panel = panel.join(F.broadcast(creation), "siren", "left").sortWithinPartitions("siren", MONTH)
+    # The headcount part of the scope rule is applied in the kernel: fewer rows come back.
+    panel = apply_windows(
+        panel, ops, grid=company_grid(grid_start, start_date, end_date, per_company=("__date_creation",)),
+        require={"n_effectif_recents": 1, "effectif_max_36m": SCOPE_MIN_HEADCOUNT},
     )
-    panel = apply_windows(panel, ops, keep="__keep")
     siege_actif = (
         F.col("siege_historique").isNull() | F.coalesce(F.col("siege_actif_etat") == 1.0, F.lit(False))
         if has_history is not None else F.lit(True)

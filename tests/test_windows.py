@@ -116,3 +116,68 @@ def test_arrow_chunks_never_split_a_company(monkeypatch):
     )
     keep = table.column("__keep").to_numpy(zero_copy_only=False)
     assert_same(whole.column("x_mean3m").to_numpy(zero_copy_only=False), expected["x_mean3m"][keep])
+
+
+def test_grid_inserts_the_missing_months_between_the_marker_bounds():
+    # Company 0: rows at 100, 103 (marker), 105 (marker), 110; company 1: 101 (no marker);
+    # company 2: 104 (marker). Grid: first marker + 0 .. last marker + 2, clipped to [95, 106].
+    grid = windows.MonthlyGrid(marker="m", first_offset=0, last_offset=2, low=95, high=106, keep_from=0)
+    company = np.array([0, 0, 0, 0, 1, 2])
+    month = np.array([100, 103, 105, 110, 101, 104])
+    marked = np.array([False, True, True, False, False, True])
+    source, in_grid, key = grid.densify(company, month, marked)
+    rows = list(zip((key >> 20).tolist(), (key & (2**20 - 1)).tolist(), source.tolist(), in_grid.tolist()))
+    assert rows == [
+        (0, 100, 0, False), (0, 103, 1, True), (0, 104, -1, True), (0, 105, 2, True), (0, 106, -1, True),
+        (0, 110, 3, False),  # after the clipped end: kept as input, not in the grid
+        (1, 101, 4, False),  # no marker: no grid
+        (2, 104, 5, True), (2, 105, -1, True), (2, 106, -1, True),
+    ]
+
+
+def test_arrow_grid_fills_siren_periode_and_per_company_columns_and_applies_require():
+    # One company: headcount records known at 24240 (2020-01) and 24242, a flow at 24238.
+    table = pa.table({
+        "siren": ["000000001"] * 3,
+        "month": pa.array([24238, 24240, 24242], pa.int32()),
+        "__marker": [None, True, True],
+        "__created": pa.array([17532] * 3, pa.date32()),  # 2018-01-01, on every row of the company
+        "x": [5.0, 1.0, 3.0],
+    })
+    grid = windows.MonthlyGrid(marker="__marker", first_offset=0, last_offset=2, low=0, high=24243,
+                               keep_from=24241, per_company=("__created",))
+    ops = [WindowOp("n", "count", "x", 2), WindowOp("age", "years_since", "__created")]
+    out = pa.Table.from_batches(list(arrow_partition_windows(
+        iter(table.to_batches()), ops, None, ["__marker", "__created"], grid=grid, require={"n": 1},
+    )))
+    # 24241 (inserted, x of 24240 in its 2-month window), 24242 (record), 24243 (inserted, 24242
+    # in window); 24240 is before keep_from, 24238 out of the grid.
+    assert out.column("month").to_pylist() == [24241, 24242, 24243]
+    assert out.column("siren").to_pylist() == ["000000001"] * 3
+    assert [str(d) for d in out.column("periode").to_pylist()] == ["2020-02-01", "2020-03-01", "2020-04-01"]
+    assert out.column("x").to_pylist() == [None, 3.0, None]
+    assert out.column("n").to_pylist() == [1, 1, 1]
+    assert out.column("age").to_pylist() == [pytest.approx(2 + 1 / 12), pytest.approx(2 + 2 / 12), pytest.approx(2.25)]
+    # require drops the rows whose count is below 1.
+    none = arrow_partition_windows(iter(table.to_batches()), ops, None, [], grid=grid, require={"n": 3})
+    assert sum(batch.num_rows for batch in none) == 0
+
+
+def test_years_since_matches_spark_months_between(spark):
+    """Bit for bit, on dates of every day of month and leap days, against month starts."""
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    dates = [dt.date(1990, 1, 1) + dt.timedelta(days=int(d)) for d in np.arange(0, 12_000, 37)]
+    dates += [dt.date(2000, 2, 29), dt.date(2019, 12, 31), dt.date(2020, 1, 31), dt.date(1900, 3, 15)]
+    months = np.array([2020 * 12 + 4, 2016 * 12, 1995 * 12 + 11])
+    pairs = [(d, int(m)) for d in dates for m in months]
+    frame = spark.createDataFrame(
+        [(d, dt.date(m // 12, m % 12 + 1, 1)) for d, m in pairs], "created date, periode date"
+    )
+    expected = [r[0] for r in frame.select(F.months_between("periode", "created") / 12.0).collect()]
+    days = np.array([(d - dt.date(1970, 1, 1)).days for d, _ in pairs], dtype=float)
+    actual = windows._years_since(days, np.array([m for _, m in pairs]))
+    assert actual.tolist() == expected
+    assert np.isnan(windows._years_since(np.array([np.nan]), np.array([24240]))).all()
