@@ -248,7 +248,9 @@ def partitioned_by_siren(tables: dict[str, DataFrame], names: tuple[str, ...]) -
             continue
         frame = tables[name]
         partitions = int(frame.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-        siren = F.col("siren") if "siren" in frame.columns else sources.siren_of(F.col("siret"))
+        siren = (
+            sources.company_number(F.col("siren")) if "siren" in frame.columns else sources.siren_of(F.col("siret"))
+        )
         partitioned[name] = frame.repartition(partitions, siren)
     return partitioned
 
@@ -304,8 +306,8 @@ def company_months(
     if "dgfip_bilans" in tables:
         states["bilan"] = sources.financial_latest(tables["dgfip_bilans"])
     if "sirene_etablissements_historique" in tables:
-        profile = sources.company_profile(tables["sirene_etablissements"], tables["sirene_unites_legales"])
-        events = sources.head_office_events(tables["sirene_etablissements_historique"], profile)
+        offices = sources.head_offices(tables["sirene_etablissements"])
+        events = sources.head_office_events(tables["sirene_etablissements_historique"], offices)
         # Carried as 1.0 (active) / 0.0 (closed): the window kernel works on numbers.
         states["siege"] = events.withColumn("siege_actif_etat", F.col("siege_actif_etat").cast("double"))
 
@@ -393,17 +395,13 @@ def build_panel(
     labels_until = labels_until or end_date
 
     panel, ops = company_months(tables, grid_start, end_date)
-    profile = sources.company_profile(tables["sirene_etablissements"], tables["sirene_unites_legales"])
-    has_history = None
-    if "sirene_etablissements_historique" in tables:
-        has_history = (
-            tables["sirene_etablissements_historique"].select("siret").distinct()
-            .join(profile.select("siren", F.col("siret_siege").alias("siret")), "siret")
-            .select("siren", F.lit(True).alias("siege_historique")).distinct()
-        )
-    static = profile.join(sources.failure_dates(judgments), "siren", "left")
-    if has_history is not None:
-        static = static.join(has_history, "siren", "left")
+    # Per-company tables, each small enough to be broadcast: joined to the panel without a shuffle.
+    offices = sources.head_offices(tables["sirene_etablissements"])
+    legal = sources.legal_units(tables["sirene_unites_legales"])
+    static = [offices.drop("siret_siege"), legal.drop("date_creation"), sources.failure_dates(judgments)]
+    history = "sirene_etablissements_historique" in tables
+    if history:
+        static.append(sources.head_office_history(tables["sirene_etablissements_historique"], offices))
     debts = tuple(sources.DEBT_COLUMNS)
     aggregations = aggregation_ops(time_aggregation)
     ops += [
@@ -413,25 +411,27 @@ def build_panel(
         WindowOp("dette_sur_cotisation_mean12m", "ratio", sources=debts, denominator="__cotisation_mean12m"),
         *aggregations,
     ]
-    # Broadcast joins (one row per company) keep the panel's partitioning by siren and its order.
-    creation = static.select("siren", F.col("date_creation").alias("__date_creation"))
+    creation = legal.select("siren", F.col("date_creation").alias("__date_creation"))
     panel = panel.join(F.broadcast(creation), "siren", "left").sortWithinPartitions("siren", MONTH)
     # The headcount part of the scope rule is applied in the kernel: fewer rows come back.
     panel = apply_windows(
         panel, ops, grid=company_grid(grid_start, start_date, end_date, per_company=("__date_creation",)),
         require={"n_effectif_recents": 1, "effectif_max_36m": SCOPE_MIN_HEADCOUNT},
     )
+    for frame in static:
+        panel = panel.join(F.broadcast(frame), "siren", "left")
     siege_actif = (
         F.col("siege_historique").isNull() | F.coalesce(F.col("siege_actif_etat") == 1.0, F.lit(False))
-        if has_history is not None else F.lit(True)
+        if history else F.lit(True)
     )
-    panel = panel.join(F.broadcast(static), "siren", "left").withColumn("siege_actif", siege_actif)
+    panel = panel.withColumn("siege_actif", siege_actif)
     panel = panel.where(in_scope(panel))
     panel = panel.withColumn(TARGET, failure_target(F.col("periode"), F.col("date_defaillance"), labels_until))
     aggregated = [op.output for op in aggregations]
     indicators = [
         f"CAST({sqltext.name(v)} IS NULL AS INT) AS {sqltext.name(v + '_manquant')}" for v in BASE_FEATURES
     ]
+    panel = panel.withColumn("siren", sources.siren_text(F.col("siren")))
     return panel.selectExpr(
         *KEY,
         *METADATA_COLUMNS,

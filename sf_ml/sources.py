@@ -1,7 +1,8 @@
 """One function per raw table: typed contract table -> siren x periode frame.
 
-Every frame returned here is keyed by (``siren``, ``periode``) where ``periode`` is the first
-month start at which the values are *known* under the point-in-time rule of the contract:
+Every frame returned here is keyed by ``siren``, the :func:`company_number` of the siren. The
+monthly ones are keyed by (``siren``, ``periode``), where ``periode`` is the first month start at
+which the values are *known* under the point-in-time rule of the contract:
 
 * a monthly record of month M (``urssaf_effectif``, ``urssaf_cotisation`` spread over its
   months, ``ap_consommation``) is known from ``periode`` M + 1 month;
@@ -64,9 +65,23 @@ def known_from(date: Column) -> Column:
     return F.add_months(F.trunc(date, "month"), 1)
 
 
+def company_number(siren: Column) -> Column:
+    """A padded siren as a number: the key of the monthly frames.
+
+    Validated sirens are 9 digits, so the number stands for exactly one siren; as a 64-bit key
+    it is hashed, compared and sorted several times faster than the text.
+    """
+    return siren.cast("bigint")
+
+
+def siren_text(number: Column) -> Column:
+    """The padded siren of a :func:`company_number`."""
+    return F.lpad(number.cast("string"), 9, "0")
+
+
 def siren_of(siret: Column) -> Column:
-    """The siren (first 9 digits) of a padded siret."""
-    return F.substring(siret, 1, 9)
+    """The :func:`company_number` of the siren (first 9 digits) of a padded siret."""
+    return company_number(F.substring(siret, 1, 9))
 
 
 def safe_ratio(numerator: str, denominator: str) -> str:
@@ -91,7 +106,7 @@ def effectif_known(urssaf_effectif: DataFrame) -> DataFrame:
         ``siren, periode, effectif`` (a state: carried forward between records).
     """
     return urssaf_effectif.select(
-        "siren",
+        company_number(F.col("siren")).alias("siren"),
         F.add_months(F.trunc("periode", "month"), 1).alias("periode"),
         F.col("effectif").cast("double").alias("effectif"),
     )
@@ -255,7 +270,7 @@ def paydex_latest(altares_paydex: DataFrame) -> DataFrame:
         ``siren, periode, paydex, fpi_30, fpi_90`` with ``fpi_*`` as fractions (a state).
     """
     measures = altares_paydex.select(
-        "siren",
+        company_number(F.col("siren")).alias("siren"),
         known_from(F.col("date_valeur")).alias("periode"),
         F.struct(
             F.col("date_valeur"),
@@ -309,7 +324,7 @@ def financial_latest(dgfip_bilans: DataFrame) -> DataFrame:
         ``siren, periode, date_fin_exercice`` and the ratio columns (a state).
     """
     declarations = financial_ratios(dgfip_bilans).select(
-        "siren",
+        company_number(F.col("siren")).alias("siren"),
         "date_debut_exercice",
         "date_fin_exercice",
         known_from(F.col("date_depot")).alias("periode"),
@@ -354,11 +369,11 @@ def failure_dates(procedures_collectives: DataFrame) -> DataFrame:
         procedures_collectives: Typed ``procedures_collectives`` table.
 
     Returns:
-        ``siren, date_defaillance``.
+        ``siren`` (:func:`company_number`), ``date_defaillance``.
     """
     return (
         procedures_collectives.where(F.trim("nature_jugement").isin(*FAILURE_NATURES))
-        .groupBy("siren")
+        .groupBy(company_number(F.col("siren")).alias("siren"))
         .agg(F.min("date_jugement").alias("date_defaillance"))
     )
 
@@ -367,16 +382,16 @@ def _mapping(mapping: dict[str, str]) -> Column:
     return F.expr(sqltext.string_map(mapping))
 
 
-def company_profile(sirene_etablissements: DataFrame, sirene_unites_legales: DataFrame) -> DataFrame:
-    """Static description of each company from Sirene: its head office's activity and place.
+def head_offices(sirene_etablissements: DataFrame) -> DataFrame:
+    """Each company's head office from Sirene: its siret, activity and place.
 
     Args:
-        sirene_etablissements: Typed ``sirene_etablissements`` table.
-        sirene_unites_legales: Typed ``sirene_unites_legales`` table.
+        sirene_etablissements: Typed ``sirene_etablissements`` table (one head office per
+            siren, as validated).
 
     Returns:
-        ``siren, siret_siege, code_naf, naf_division, naf_section, departement, region,
-        categorie_juridique, date_creation``.
+        ``siren`` (:func:`company_number`), ``siret_siege, code_naf, naf_division, naf_section,
+        departement, region``.
     """
     commune = F.upper(F.trim("codeCommuneEtablissement"))
     departement = F.when(commune.startswith("97"), F.substring(commune, 1, 3)).otherwise(
@@ -384,8 +399,8 @@ def company_profile(sirene_etablissements: DataFrame, sirene_unites_legales: Dat
     )
     naf = F.upper(F.trim("activitePrincipaleEtablissement"))
     division = F.substring(F.regexp_replace(naf, r"[^0-9]", ""), 1, 2)
-    head_offices = sirene_etablissements.where(F.col("etablissementSiege")).select(
-        "siren",
+    return sirene_etablissements.where(F.col("etablissementSiege")).select(
+        company_number(F.col("siren")).alias("siren"),
         F.col("siret").alias("siret_siege"),
         naf.alias("code_naf"),
         division.alias("naf_division"),
@@ -393,12 +408,48 @@ def company_profile(sirene_etablissements: DataFrame, sirene_unites_legales: Dat
         departement.alias("departement"),
         _mapping(DEPARTMENT_REGION)[departement].alias("region"),
     )
-    legal = sirene_unites_legales.select(
-        "siren",
+
+
+def legal_units(sirene_unites_legales: DataFrame) -> DataFrame:
+    """Each company's legal category and creation date from Sirene.
+
+    Args:
+        sirene_unites_legales: Typed ``sirene_unites_legales`` table.
+
+    Returns:
+        ``siren`` (:func:`company_number`), ``categorie_juridique, date_creation``.
+    """
+    return sirene_unites_legales.select(
+        company_number(F.col("siren")).alias("siren"),
         F.trim("categorieJuridiqueUniteLegale").alias("categorie_juridique"),
         F.col("dateCreationUniteLegale").alias("date_creation"),
     )
-    return head_offices.join(legal, "siren", "full_outer")
+
+
+def _head_office_periods(sirene_etablissements_historique: DataFrame, offices: DataFrame) -> DataFrame:
+    """The history periods of head offices, with the siren (:func:`company_number`) of their siret.
+
+    The siren is computed on this table's rows, so the result keeps their partitioning by siren;
+    the head offices are few enough to be broadcast.
+    """
+    sirets = F.broadcast(offices.select(F.col("siret_siege").alias("siret")))
+    return sirene_etablissements_historique.join(sirets, "siret", "left_semi").withColumn(
+        "siren", siren_of(F.col("siret"))
+    )
+
+
+def head_office_history(sirene_etablissements_historique: DataFrame, offices: DataFrame) -> DataFrame:
+    """The companies whose head office has a history (any period, dated or not).
+
+    Args:
+        sirene_etablissements_historique: Typed ``sirene_etablissements_historique`` table.
+        offices: Output of :func:`head_offices`.
+
+    Returns:
+        ``siren`` (:func:`company_number`), ``siege_historique`` (true), one row per company.
+    """
+    periods = _head_office_periods(sirene_etablissements_historique, offices)
+    return periods.groupBy("siren").agg(F.lit(True).alias("siege_historique"))
 
 
 def _month_ceiling(date: Column) -> Column:
@@ -406,7 +457,7 @@ def _month_ceiling(date: Column) -> Column:
     return F.when(F.dayofmonth(date) == 1, date).otherwise(F.add_months(F.trunc(date, "month"), 1))
 
 
-def head_office_events(sirene_etablissements_historique: DataFrame, profile: DataFrame) -> DataFrame:
+def head_office_events(sirene_etablissements_historique: DataFrame, offices: DataFrame) -> DataFrame:
     """Changes of the head office's administrative state, at the periodes where they take effect.
 
     A period ``[dateDebut, dateFin)`` covers periode T when ``dateDebut <= T < dateFin``: it starts
@@ -416,17 +467,13 @@ def head_office_events(sirene_etablissements_historique: DataFrame, profile: Dat
 
     Args:
         sirene_etablissements_historique: Typed ``sirene_etablissements_historique`` table.
-        profile: Output of :func:`company_profile` (for the head-office siret).
+        offices: Output of :func:`head_offices`.
 
     Returns:
         ``siren, periode, siege_actif_etat`` (a state: ``true`` active, ``false`` closed or no
         period covering the periode).
     """
-    # Only head-office periods; the siren is taken from the siret (the same value, but
-    # expressed on this table's rows: the result keeps their partitioning by siren).
-    periods = sirene_etablissements_historique.where(F.col("dateDebut").isNotNull()).join(
-        profile.select(F.col("siret_siege").alias("siret")), "siret", "left_semi"
-    ).withColumn("siren", siren_of(F.col("siret")))
+    periods = _head_office_periods(sirene_etablissements_historique, offices).where(F.col("dateDebut").isNotNull())
     starts = periods.select(
         "siren",
         _month_ceiling(F.col("dateDebut")).alias("periode"),
