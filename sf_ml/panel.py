@@ -314,7 +314,8 @@ def company_months(
     after_end = add_months(end_date, 1)
     effectif_mois = sources.effectif_known(tables["urssaf_effectif"]).selectExpr(
         "siren",
-        f"least(periode, DATE'{after_end.isoformat()}') AS periode",
+        # Records known after end only extend the grid to end (an undated one stays undated).
+        f"CASE WHEN periode > DATE'{after_end}' THEN DATE'{after_end}' ELSE periode END AS periode",
         "effectif AS __effectif_mois",
         "true AS __effectif_record",
     )

@@ -77,6 +77,7 @@ class MonthlyGrid:
     ``marker`` month plus ``last_offset``, clipped to ``[low, high]``; a company without marker
     rows has none. Grid months without a row are inserted with every input column null. Only
     grid rows from ``keep_from`` on are returned, with a ``periode`` column (the month start).
+    Inserted rows take ``siren`` and the ``per_company`` columns from the company's first row.
 
     Args:
         marker: Boolean column of the rows that define the grid's bounds.
@@ -96,7 +97,9 @@ class MonthlyGrid:
     keep_from: int
     per_company: tuple[str, ...] = ()
 
-    def densify(self, company: np.ndarray, month: np.ndarray, marked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def densify(
+        self, company: np.ndarray, month: np.ndarray, marked: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows of the grid merged with the given rows (sorted by company, month, one per month).
 
         Args:
@@ -182,9 +185,7 @@ def monthly_windows(
     out: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for op in ops:
-            result = _years_since(values[op.source], month) if op.kind == "years_since" else (
-                _evaluate(op, values, offsets, group_start, n)
-            )
+            result = _evaluate(op, values, offsets, group_start, n)
             values[op.output] = out[op.output] = result
     return out
 
@@ -192,7 +193,7 @@ def monthly_windows(
 def _years_since(days: np.ndarray, month: np.ndarray) -> np.ndarray:
     """Spark's ``months_between(month start, date) / 12`` (rounded to 8 digits as Spark does)."""
     known = ~np.isnan(days)
-    day = np.where(known, days, 0).astype("datetime64[D]")
+    day = np.where(known, days, 0).astype(np.int64).astype("datetime64[D]")
     date_month = day.astype("datetime64[M]")
     day_of_month = (day - date_month.astype("datetime64[D]")).astype(np.int64) + 1
     months = month - (date_month.astype(np.int64) + 1970 * 12)
@@ -203,6 +204,8 @@ def _years_since(days: np.ndarray, month: np.ndarray) -> np.ndarray:
 
 
 def _evaluate(op: WindowOp, values: dict, offsets: _Offsets, group_start: np.ndarray, n: int) -> np.ndarray:
+    if op.kind == "years_since":
+        return _years_since(values[op.source], offsets.key & ((1 << _MONTH_BITS) - 1))
     if op.kind == "ratio":
         numerator = sum(values[s] for s in op.sources) if op.sources else np.ones(n)
         denominator = values[op.denominator]
