@@ -279,19 +279,44 @@ def _read_validated(spark: SparkSession, raw_dir: str | Path, names: list[str], 
     with concurrent.futures.ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="sf_ml-ingest") as pool:
         for name, path in to_load:
             results[name] = pool.submit(_load_and_check, spark, TABLES[name], path, staging_dir / name)
+    outcomes = {name: future.result() for name, future in results.items()}  # errors are raised here
+    keyed = [name for name, (_, _, _, check_key) in outcomes.items() if check_key]
+    repeated = _repeated_key_tables(spark, staging_dir, keyed)
     issues: list[ValidationIssue] = []
     for name, path in found:
         if not isinstance(path, Path):
             issues.extend(path)
             continue
-        table_issues, typed, count = results[name].result()  # an unexpected error is raised here
+        table_issues, typed, count, _ = outcomes[name]
         issues.extend(table_issues)
+        if name in repeated:
+            issues.extend(_duplicate_issues(_read_staged(spark, staging_dir, name), TABLES[name], path.name))
         if typed is not None:
             loaded.frames[name] = typed
             loaded.counts[name] = count
     if issues:
         raise RawDataError(issues)
     return loaded
+
+
+def _repeated_key_tables(spark: SparkSession, staging_dir: Path, names: list[str]) -> set[str]:
+    """The staged tables among ``names`` in which the hash of some complete unique key repeats.
+
+    One job for all the tables: the 64-bit hashes of their keys are grouped together. Equal keys
+    have equal hashes, so a table outside the result has no duplicate key; one inside may have
+    (:func:`_duplicate_issues` checks exactly).
+    """
+    if not names:
+        return set()
+    hashes = []
+    for number, name in enumerate(names):
+        key = [sqltext.name(k) for k in TABLES[name].key]
+        hashes.append(_read_staged(spark, staging_dir, name).selectExpr(
+            f"{number} AS table_number", f"xxhash64({', '.join(key)}) AS key_hash"
+        ).where(" AND ".join(f"{k} IS NOT NULL" for k in key)))
+    stacked = functools.reduce(DataFrame.unionByName, hashes)
+    repeated = stacked.groupBy("table_number", "key_hash").count().where("count > 1").select("table_number")
+    return {names[row.table_number] for row in repeated.distinct().collect()}
 
 
 def _size(path: Path) -> int:
@@ -303,20 +328,21 @@ def _size(path: Path) -> int:
 
 def _load_and_check(
     spark: SparkSession, table: Table, path: Path, target: Path
-) -> tuple[list[ValidationIssue], DataFrame | None, int]:
+) -> tuple[list[ValidationIssue], DataFrame | None, int, bool]:
     """Read one raw file, type it into ``target`` and run every check.
 
     A large clean CSV file is typed by Spark's CSV parsers (:func:`_write_native`); any other
     file, or one whose native reading is in doubt, is read as trimmed strings and typed from them.
 
     The row count and the count of rows failing any row check are observed on the rows written
-    to ``target`` (one scan of the raw file); the unique-key and head-office checks group the
-    written parquet, reading only the columns they need. Per-check counts and example rows of
-    failed row checks are looked up in the raw file, only when some check failed.
+    to ``target`` (one scan of the raw file); the head-office check groups the written parquet,
+    reading only the columns it needs. Per-check counts and example rows of failed row checks
+    are looked up in the raw file, only when some check failed. The unique key is checked by the
+    caller, for all tables at once (:func:`_repeated_key_tables`).
 
     Returns:
         The issues found, the typed frame read from the raw file (None if the file cannot be
-        read) and its row count.
+        read), its row count, and whether its unique key is to be checked.
     """
     file = path.name
     try:
@@ -325,9 +351,9 @@ def _load_and_check(
         problem = "cannot be read: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "NANOS" in problem:
             problem += " (write dates as parquet date, or timestamps in micro- or milliseconds)"
-        return [ValidationIssue(file, None, problem, 0)], None, 0
+        return [ValidationIssue(file, None, problem, 0)], None, 0, False
     if source is None or not header:
-        return [ValidationIssue(file, None, "file is empty (no header row)", 0)], None, 0
+        return [ValidationIssue(file, None, "file is empty (no header row)", 0)], None, 0, False
 
     issues: list[ValidationIssue] = []
     positions, missing = _match_columns(header, table, file, issues)
@@ -376,21 +402,18 @@ def _load_and_check(
     elif rows == 0:
         logger.warning("Optional table %s is empty: its features will be null.", table.name)
 
-    written = _read_staged(spark, target.parent, table.name)
-    if check_key and rows:
-        if totals["keyed_rows"] < rows:
-            logger.warning(
-                "%s: %d row(s) have an empty or invalid part of the key (%s), not checked for duplicates.",
-                file, rows - totals["keyed_rows"], ", ".join(table.key),
-            )
-        issues.extend(_duplicate_issues(written, table, file))
+    if check_key and rows and totals["keyed_rows"] < rows:
+        logger.warning(
+            "%s: %d row(s) have an empty or invalid part of the key (%s), not checked for duplicates.",
+            file, rows - totals["keyed_rows"], ", ".join(table.key),
+        )
     check_head_office = (
         table.name == "sirene_etablissements" and {"siren", "etablissementSiege"} <= positions.keys()
     )
     if check_head_office and rows:
-        issues.extend(_head_office_issues(written, file))
+        issues.extend(_head_office_issues(_read_staged(spark, target.parent, table.name), file))
     typed = raw.select(*[_typed(c).alias(c.name) for c in table.columns])
-    return issues, typed, rows
+    return issues, typed, rows, bool(check_key and rows)
 
 
 def _write_observed(checked: DataFrame, table: Table, metrics: list[SparkColumn], target: Path) -> dict[str, int]:
