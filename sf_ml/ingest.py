@@ -43,7 +43,6 @@ import concurrent.futures
 import csv
 import functools
 import logging
-import operator
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -308,15 +307,26 @@ def _repeated_key_tables(spark: SparkSession, staging_dir: Path, names: list[str
     """
     if not names:
         return set()
-    hashes = []
-    for number, name in enumerate(names):
-        key = [sqltext.name(k) for k in TABLES[name].key]
-        hashes.append(_read_staged(spark, staging_dir, name).selectExpr(
-            f"{number} AS table_number", f"xxhash64({', '.join(key)}) AS key_hash"
-        ).where(" AND ".join(f"{k} IS NOT NULL" for k in key)))
+    hashes = [
+        _key_hashes(_read_staged(spark, staging_dir, name), TABLES[name].key)
+        .selectExpr(f"{number} AS table_number", "__key_hash")
+        for number, name in enumerate(names)
+    ]
     stacked = functools.reduce(DataFrame.unionByName, hashes)
-    repeated = stacked.groupBy("table_number", "key_hash").count().where("count > 1").select("table_number")
+    repeated = stacked.groupBy("table_number", "__key_hash").count().where("count > 1").select("table_number")
     return {names[row.table_number] for row in repeated.distinct().collect()}
+
+
+def _key_hashes(typed: DataFrame, key: tuple[str, ...]) -> DataFrame:
+    """The rows of ``typed`` with a complete ``key``: its columns and their 64-bit hash ``__key_hash``.
+
+    Grouping the hashes is much cheaper than grouping the key itself; equal keys have equal
+    hashes, so only rows whose hash repeats can be duplicates.
+    """
+    columns = [sqltext.name(k) for k in key]
+    return typed.selectExpr(*columns, f"xxhash64({', '.join(columns)}) AS __key_hash").where(
+        " AND ".join(f"{c} IS NOT NULL" for c in columns)
+    )
 
 
 def _size(path: Path) -> int:
@@ -806,15 +816,14 @@ def _row_check_sql(table: Table, present: list[Column], cheap: bool = False) -> 
 
 
 def _duplicate_issues(typed: DataFrame, table: Table, file: str) -> list[ValidationIssue]:
-    """The duplicated unique keys (after padding) of a table, counted and shown; [] if none."""
+    """The duplicated unique keys (after padding) of a table, counted and shown; [] if none.
+
+    Called for the tables whose key hashes repeat (:func:`_repeated_key_tables`): the keys are
+    compared exactly among the rows of those hashes only.
+    """
     key = list(table.key)
-    complete = typed.select(*key).filter(functools.reduce(operator.and_, [F.col(k).isNotNull() for k in key]))
-    # Grouping 64-bit hashes of the key is much cheaper than grouping the key itself; equal keys
-    # have equal hashes, so only rows whose hash repeats can be duplicates (checked exactly).
-    hashed = complete.withColumn("__key_hash", F.xxhash64(*key))
+    hashed = _key_hashes(typed, table.key)
     repeated = hashed.groupBy("__key_hash").count().filter(F.col("count") > 1).select("__key_hash")
-    if repeated.isEmpty():
-        return []
     suspects = hashed.join(repeated, "__key_hash", "left_semi").select(*key)
     dups = suspects.groupBy(*key).count().filter(F.col("count") > 1)
     summary = dups.agg(
