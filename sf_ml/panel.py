@@ -55,7 +55,7 @@ def first_of_month(value: str | dt.date) -> dt.date:
 
 def add_months(day: dt.date, months: int) -> dt.date:
     """``day`` (a first of month) shifted by ``months`` calendar months."""
-    index = day.year * 12 + day.month - 1 + months
+    index = _month_number(day) + months
     return dt.date(index // 12, index % 12 + 1, 1)
 
 

@@ -135,6 +135,16 @@ def _key(company: np.ndarray, month: np.ndarray) -> np.ndarray:
     return (company.astype(np.int64) << _MONTH_BITS) + month.astype(np.int64)
 
 
+def _split_key(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The company and month of :func:`_key` values."""
+    return key >> _MONTH_BITS, key & ((1 << _MONTH_BITS) - 1)
+
+
+def _company_starts(company: np.ndarray) -> np.ndarray:
+    """Whether each row is its company's first (rows sorted by company)."""
+    return np.r_[True, company[1:] != company[:-1]] if len(company) else np.zeros(0, dtype=bool)
+
+
 class _Offsets:
     """Positions of the rows exactly ``d`` months earlier, computed once per ``d``."""
 
@@ -178,7 +188,7 @@ def monthly_windows(
     key = _key(company, month)
     if n > 1 and not (np.diff(key) > 0).all():
         raise ValueError("rows must be sorted by (siren, month) with one row per company and month")
-    starts = np.r_[True, company[1:] != company[:-1]] if n else np.zeros(0, dtype=bool)
+    starts = _company_starts(company)
     group_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0)) if n else np.zeros(0, np.int64)
     offsets = _Offsets(key)
     values = dict(columns)
@@ -205,7 +215,7 @@ def _years_since(days: np.ndarray, month: np.ndarray) -> np.ndarray:
 
 def _evaluate(op: WindowOp, values: dict, offsets: _Offsets, group_start: np.ndarray, n: int) -> np.ndarray:
     if op.kind == "years_since":
-        return _years_since(values[op.source], offsets.key & ((1 << _MONTH_BITS) - 1))
+        return _years_since(values[op.source], _split_key(offsets.key)[1])
     if op.kind == "ratio":
         numerator = sum(values[s] for s in op.sources) if op.sources else np.ones(n)
         denominator = values[op.denominator]
@@ -317,9 +327,9 @@ def _with_grid(table, company: np.ndarray, month: np.ndarray, grid: MonthlyGrid)
 
     marked = table.column(grid.marker).fill_null(False).to_numpy(zero_copy_only=False)
     # Position of each company's first row (companies are numbered 0, 1, ... in row order).
-    first_row = np.flatnonzero(np.r_[True, company[1:] != company[:-1]])
+    first_row = np.flatnonzero(_company_starts(company))
     source, in_grid, key = grid.densify(company, month, marked)
-    company, month = key >> _MONTH_BITS, key & ((1 << _MONTH_BITS) - 1)
+    company, month = _split_key(key)
     rows = table.take(pa.array(source, mask=source < 0))
     company_row = pa.array(first_row[company])
     for name in ("siren", *grid.per_company):
