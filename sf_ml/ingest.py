@@ -312,7 +312,9 @@ def _repeated_key_tables(spark: SparkSession, staging_dir: Path, names: list[str
         .selectExpr(f"{number} AS table_number", "__key_hash")
         for number, name in enumerate(names)
     ]
-    stacked = functools.reduce(DataFrame.unionByName, hashes)
+    # Nearly every hash is distinct: an aggregation before the shuffle would only copy the rows
+    # into a hash map. Shuffling first leaves one aggregation, after the shuffle.
+    stacked = functools.reduce(DataFrame.unionByName, hashes).repartition("table_number", "__key_hash")
     repeated = stacked.groupBy("table_number", "__key_hash").count().where("count > 1").select("table_number")
     return {names[row.table_number] for row in repeated.distinct().collect()}
 
