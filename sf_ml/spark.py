@@ -25,6 +25,9 @@ DEFAULT_CONF: dict[str, str] = {
     # A panel has one directory per periode (about a hundred): listing them from the driver takes
     # half the time of the Spark job used above 32 paths.
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "1024",
+    # One panel build compiles ~230 classes of generated code; with Spark's default cache of 100
+    # each build evicts the previous one's and recompiles (Janino, then the JIT) everything.
+    "spark.sql.codegen.cache.maxEntries": "1000",
 }
 
 
