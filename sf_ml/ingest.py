@@ -9,8 +9,9 @@ them; :func:`ingest` writes nothing unless the whole directory is valid.
 Cost: each raw file is parsed and typed once. Its typed frame is written as parquet to a
 staging directory while the row count and the number of rows failing any row check are
 observed on the rows flowing through that write; the unique key and the head-office rule are
-then checked on the written parquet, reading only the columns they need (one grouping of 64-bit
-key hashes each, then an exact grouping of the rows whose hash repeats). Per-check counts and
+then checked on the written parquet, reading only the columns they need (one grouping of the
+64-bit key hashes of all tables, then an exact grouping of the rows whose hash repeats, only in
+the tables where one does). Per-check counts and
 example rows are computed from the raw file only when a check fails. :func:`ingest` stages straight
 into its output; :func:`read_raw` stages into a directory given by its caller (whose frames then
 read the typed parquet instead of parsing the raw files again) or into a temporary one. Large
