@@ -195,7 +195,7 @@ def monthly_windows(
     out: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for op in ops:
-            result = _evaluate(op, values, offsets, group_start, n)
+            result = _evaluate(op, values, offsets, group_start, month)
             values[op.output] = out[op.output] = result
     return out
 
@@ -213,9 +213,12 @@ def _years_since(days: np.ndarray, month: np.ndarray) -> np.ndarray:
     return np.where(known, rounded / 12.0, np.nan)
 
 
-def _evaluate(op: WindowOp, values: dict, offsets: _Offsets, group_start: np.ndarray, n: int) -> np.ndarray:
+def _evaluate(
+    op: WindowOp, values: dict, offsets: _Offsets, group_start: np.ndarray, month: np.ndarray
+) -> np.ndarray:
+    n = len(month)
     if op.kind == "years_since":
-        return _years_since(values[op.source], _split_key(offsets.key)[1])
+        return _years_since(values[op.source], month)
     if op.kind == "ratio":
         numerator = sum(values[s] for s in op.sources) if op.sources else np.ones(n)
         denominator = values[op.denominator]
