@@ -12,8 +12,10 @@ The JVM is warmed up first on a small world (floor and build once, not measured)
 the first measurement pays the JIT compilation of Spark's code paths, a constant that flatters
 the floor of the first size. ``--no-warmup`` measures cold, as a one-off process would.
 ``--repeat N`` measures floor and build N times per size, in turn: the later rounds show the
-steady state of a long-lived session (generated code compiled and JIT-compiled once); the
-growth is computed from the last round.
+steady state of a long-lived session (generated code compiled and JIT-compiled once). Each
+round measures floor and build back to back, so its ratio is taken under the same machine load;
+with several rounds, the median ratio per size and the growth of the median build are printed
+too (on this machine, load alone moves the ratio of one round by several tenths).
 
 Usage: python bench/bench_features.py [--sizes 10000 50000] [--workdir /tmp/sf_ml_bench] [--no-warmup]
        [--repeat N]
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -73,6 +76,7 @@ def main() -> None:
     results = []
     for size in args.sizes:
         raw = world(work, size)
+        rounds = []
         for round_number in range(1, args.repeat + 1):
             floor = io_floor(spark, raw, work / f"floor_{size}")
             summary = build_features(raw, work / f"features_{size}", config, args.start, args.end, spark=spark)
@@ -82,10 +86,15 @@ def main() -> None:
                   f"panel {build - validation:.1f} s), ratio {build / floor:.2f} (target <= 3), "
                   f"validation alone {validation / floor:.2f}x floor, {summary['rows']} panel rows")
             shutil.rmtree(work / f"floor_{size}", ignore_errors=True)
-        results.append((size, build))
+            rounds.append((floor, build))
+        ratios = [build / floor for floor, build in rounds]
+        if len(rounds) > 1:
+            print(f"[{size}] median ratio {statistics.median(ratios):.2f} over {len(rounds)} rounds "
+                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+        results.append((size, statistics.median(build for _, build in rounds)))
     if len(results) > 1:
         (small, t_small), (large, t_large) = results[0], results[-1]
-        print(f"growth {small} -> {large} companies ({large / small:.0f}x): build time x{t_large / t_small:.2f} "
+        print(f"growth {small} -> {large} companies ({large / small:.0f}x): median build time x{t_large / t_small:.2f} "
               f"(target <= {5.5 * large / small / 5:.1f})")
 
 
