@@ -20,7 +20,7 @@ from pyspark.sql.types import DoubleType
 from sf_ml.config import ExperimentConfig
 from sf_ml.io import atomic_directory, scratch_directory
 from sf_ml.panel import BASE_FEATURES, KEY, METADATA_COLUMNS, TARGET, build_panel
-from sf_ml.tracking import retry_on_store_conflict
+from sf_ml.tracking import log_panel_input
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +101,7 @@ def _log_run(
     mlflow.log_figure(fig, "periode_profile.png")
     plt.close(fig)
 
-    dataset = mlflow.data.from_spark(
-        panel, path=str(features_dir), name=f"features:{features_dir.name}", targets=TARGET,
-        digest=directory_digest(features_dir),
-    )
-    # Concurrent runs logging the same panel race on the dataset row.
-    retry_on_store_conflict(lambda: mlflow.log_input(dataset, context="features"))
+    log_panel_input(panel, features_dir, directory_digest(features_dir), context="features")
 
 
 def build_features(

@@ -51,6 +51,39 @@ def retry_on_store_conflict(call, attempts: int = 5):
             time.sleep(0.2 * attempt)
 
 
+def log_panel_input(panel, features_dir: str | Path, digest: str, context: str) -> None:
+    """Log a features panel as a dataset input of the active run: source, digest and schema.
+
+    ``mlflow.data.from_spark`` alone would also profile the panel with an approximate count: a
+    Python job over every row, which outlives its 5 s timeout on a large panel and goes on
+    running (and failing once the stage's process has exited). Row counts are logged as
+    metrics by the stages instead.
+
+    Args:
+        panel: The panel read from ``features_dir``.
+        features_dir: Directory of the panel (the dataset's source).
+        digest: Digest of the panel's files.
+        context: Input context (``features``, ``training``).
+    """
+    import warnings
+
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from sf_ml.panel import TARGET
+
+    features_dir = Path(features_dir)
+    spark_dataset = mlflow.data.from_spark(
+        panel, path=str(features_dir), name=f"features:{features_dir.name}", targets=TARGET, digest=digest,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")  # the target
+        schema = spark_dataset.schema
+    dataset = MetaDataset(spark_dataset.source, name=spark_dataset.name, digest=digest, schema=schema)
+    # Concurrent runs logging the same panel race on the dataset row.
+    retry_on_store_conflict(lambda: mlflow.log_input(dataset, context=context))
+
+
 def setup_tracking() -> str:
     """Point MLflow at the configured tracking store and return its URI."""
     import mlflow

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import pandas as pd
 
 from sf_ml.config import ExperimentConfig
 from sf_ml.panel import TARGET
-from sf_ml.tracking import retry_on_store_conflict
+from sf_ml.tracking import log_panel_input
 
 log = logging.getLogger(__name__)
 
@@ -214,22 +213,6 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(v)}
 
 
-def _log_dataset(panel, features_dir: Path, digest: str) -> None:
-    import mlflow
-    from mlflow.data.meta_dataset import MetaDataset
-
-    spark_dataset = mlflow.data.from_spark(
-        panel, path=str(features_dir), name=f"features:{features_dir.name}", targets=TARGET, digest=digest,
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")  # the target
-        schema = spark_dataset.schema
-    # Source, digest and schema only: a SparkDataset would also profile (count) the whole panel.
-    dataset = MetaDataset(spark_dataset.source, name=spark_dataset.name, digest=digest, schema=schema)
-    # Concurrent runs logging the same panel race on the dataset row.
-    retry_on_store_conflict(lambda: mlflow.log_input(dataset, context="training"))
-
-
 def log_pipeline_model(model, config: ExperimentConfig, columns: list[str]) -> Any:
     """Log a fitted pipeline with the Spark flavor, a signature and a synthetic input example.
 
@@ -346,7 +329,7 @@ def _train(features_dir, config, train_start, train_end, model_name, seed, spark
     E.log_evaluation(predictions, thresholds, E.feature_importances(model, slots))
 
     digest = directory_digest(features_dir)
-    _log_dataset(sets.panel, features_dir, digest)
+    log_panel_input(sets.panel, features_dir, digest, context="training")
     info = log_pipeline_model(model, config, sets.columns)
 
     version = None
