@@ -185,40 +185,44 @@ def test_concurrent_tables_report_issues_in_contract_order(spark, tmp_path, monk
     assert not (tmp_path / "out").exists()
 
 
-def _python_pattern(kinds) -> str:
-    """The Java expression of ingest._forbidden_characters in Python's syntax."""
-    return ingest._forbidden_characters(kinds).replace("\\x{10ffff}", "\\U0010ffff")
+def _forbidden(value: str, kinds) -> bool:
+    """Whether ``value`` holds a byte that keeps a CSV file off the native parse."""
+    return bool(value.encode("utf-8").translate(None, ingest._allowed_bytes(kinds)))
 
 
-def test_forbidden_characters_are_exactly_the_unsafe_characters(spark):
-    import re
-
-    from pyspark.sql import functions as F
-
-    from sf_ml import sqltext
-
+def test_forbidden_bytes_are_exactly_those_of_the_unsafe_characters():
     everything = [chr(c) for c in range(0x3000)] + ["\U0001f600", "\U0010fffd"]
     for kinds, letters in [({INT}, ""), ({FLOAT}, "dDfFxX"), ({DATE}, "+"), ({INT, FLOAT, DATE}, "dDfFxX+")]:
-        expected = {c for c in everything if not 0x20 <= ord(c) <= 0x7E} | set(letters)
-        assert {c for c in everything if re.search(_python_pattern(kinds), c)} == expected, kinds
-    # Java reads the same expression the same way (supplementary characters included).
-    frame = spark.createDataFrame([(c,) for c in everything], "value string")
-    pattern = sqltext.string(ingest._forbidden_characters({INT, FLOAT, DATE}))
-    matched = {row.value for row in frame.where(F.expr(f"value RLIKE {pattern}")).collect()}
-    assert matched == {c for c in everything if not 0x20 <= ord(c) <= 0x7E} | set("dDfFxX+")
+        # Line ends are not in a line's characters: both CSV readings split lines on them.
+        expected = {c for c in everything if not 0x20 <= ord(c) <= 0x7E} - {"\n", "\r"} | set(letters)
+        assert {c for c in everything if _forbidden(c, kinds)} == expected, kinds
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_forbidden_bytes_are_looked_for_after_the_header_line_only(tmp_path, ending):
+    """The header's letters are allowed (column names); any line after it is scanned to the end."""
+    path = tmp_path / "t.csv"
+    clean = ["siren,periode,du", "000000001,2020-01-01,12.5", "000000002,2020-02-01,3"]
+    header_bytes = len(clean[0] + ending)
+    path.write_bytes(ending.join(clean).encode() + ending.encode())
+    assert not ingest._has_forbidden_bytes(path, header_bytes, {DATE, FLOAT})
+    for bad in ["1d", "+2020-01-01", "\u0663", "1\t", "\u00a012"]:
+        path.write_bytes(ending.join([*clean, "0" * 9 + ",2020-03-01," + bad]).encode())
+        assert ingest._has_forbidden_bytes(path, header_bytes, {DATE, FLOAT}), bad
+    # Without floats and dates, the letters and the sign of their spellings are allowed.
+    path.write_bytes(ending.join([*clean, "0" * 9 + ",+2020-03-01,1d"]).encode())
+    assert not ingest._has_forbidden_bytes(path, header_bytes, {INT})
 
 
 @pytest.mark.parametrize("kind", [INT, FLOAT, DATE])
 def test_native_parse_agrees_with_the_reference_reading_on_clean_files(spark, tmp_path, kind):
-    """On the characters the text scan lets through, a native value is flagged or the reference one."""
+    """On the bytes the scan lets through, a native value is flagged or the reference one."""
     import csv
-    import re
 
     from pyspark.sql import functions as F
 
-    forbidden = re.compile(_python_pattern({kind}))
     # Blank lines are skipped by the CSV reader (both readings).
-    values = [v for v in _corpus() if v and v.strip() and not forbidden.search(v)]
+    values = [v for v in _corpus() if v and v.strip() and not _forbidden(v, {kind})]
     assert len(values) > 150
     path = tmp_path / "t.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
@@ -227,12 +231,11 @@ def test_native_parse_agrees_with_the_reference_reading_on_clean_files(spark, tm
         writer.writerows([v] for v in values)
     table = contract.Table("t", (Column("v", kind),))
 
-    native, scan = ingest._native_frame(spark, table, path, ["v"], {"v": 0})
+    native = ingest._native_frame(spark, table, path, ["v"], {"v": 0})
     flagged = functools.reduce(operator.or_, [F.coalesce(F.expr(f), F.lit(False)) for f in ingest._suspicious_flags(table)])
     # Dates as text: a native date may lie before year 1 (flagged), out of Python's range.
     as_text = (lambda c: c.cast("string")) if kind == DATE else (lambda c: c)
     native_rows = native.select(as_text(ingest._value("v")).alias("value"), flagged.alias("flagged")).collect()
-    assert scan.get == {"headers": 1, "unsafe": 0}
     source, _ = ingest._read_source(spark, path)
     text = source.select(ingest._text("v").alias("v"))
     reference = [row[0] for row in text.select(as_text(ingest._typed(Column("v", kind)))).collect()]
@@ -311,3 +314,20 @@ def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(
     assert issues[("urssaf_cotisation.csv", "du")].problem == "not a finite number"
     assert "du=1d" in issues[("urssaf_cotisation.csv", "du")].example
     assert "paydex=1e400" in issues[("altares_paydex.csv", "paydex")].example
+
+
+def test_a_repeated_header_line_without_forbidden_bytes_is_reported(spark, tmp_path, monkeypatch):
+    """``siren,periode,effectif`` passes the byte scan (no float, no date sign): its line parses
+    as a corrupt row, so the table takes the reference path, which reports it."""
+    raw = write_world(tmp_path / "raw")
+    effectif = raw / "urssaf_effectif.csv"
+    header_line = effectif.read_text(encoding="utf-8").splitlines()[0]
+    assert not _forbidden(header_line, {INT, DATE})
+    with effectif.open("a", encoding="utf-8") as handle:
+        handle.write(header_line + "\n")
+    monkeypatch.setattr(ingest, "_NATIVE_MIN_BYTES", 0)  # the tiny world's files
+    with pytest.raises(ingest.RawDataError) as info:
+        ingest.read_raw(spark, raw, tables=["urssaf_effectif"])
+    issues = {(i.column, i.problem): i for i in info.value.errors}
+    siren = issues[("siren", "identifier has non-digit characters")]
+    assert siren.count == 1 and "siren=siren, periode=periode, effectif=effectif" in siren.example
