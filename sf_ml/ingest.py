@@ -281,7 +281,7 @@ def _read_validated(spark: SparkSession, raw_dir: str | Path, names: list[str], 
             results[name] = pool.submit(_load_and_check, spark, TABLES[name], path, staging_dir / name)
     outcomes = {name: future.result() for name, future in results.items()}  # errors are raised here
     keyed = [name for name, (_, _, _, check_key) in outcomes.items() if check_key]
-    repeated = _repeated_key_tables(spark, staging_dir, keyed)
+    repeated = _repeated_key_tables(spark, staging_dir, keyed, sum(outcomes[name][2] for name in keyed))
     issues: list[ValidationIssue] = []
     for name, path in found:
         if not isinstance(path, Path):
@@ -299,12 +299,13 @@ def _read_validated(spark: SparkSession, raw_dir: str | Path, names: list[str], 
     return loaded
 
 
-def _repeated_key_tables(spark: SparkSession, staging_dir: Path, names: list[str]) -> set[str]:
+def _repeated_key_tables(spark: SparkSession, staging_dir: Path, names: list[str], rows: int) -> set[str]:
     """The staged tables among ``names`` in which the hash of some complete unique key repeats.
 
     One job for all the tables: the 64-bit hashes of their keys are grouped together. Equal keys
     have equal hashes, so a table outside the result has no duplicate key; one inside may have
-    (:func:`_duplicate_issues` checks exactly).
+    (:func:`_duplicate_issues` checks exactly). ``rows`` (the tables' row count) sets the number
+    of partitions of the grouping.
     """
     if not names:
         return set()
@@ -314,8 +315,12 @@ def _repeated_key_tables(spark: SparkSession, staging_dir: Path, names: list[str
         for number, name in enumerate(names)
     ]
     # Nearly every hash is distinct: an aggregation before the shuffle would only copy the rows
-    # into a hash map. Shuffling first leaves one aggregation, after the shuffle.
-    stacked = functools.reduce(DataFrame.unionByName, hashes).repartition("table_number", "__key_hash")
+    # into a hash map. Shuffling first leaves one aggregation, after the shuffle. At most ~1M
+    # hashes a partition, in a number of partitions given explicitly (adaptive execution leaves
+    # those alone): coalesced into 4 partitions at 50k companies, the hash maps of 4M entries
+    # made this job ~25% slower (6.1-6.4 s against 4.9-5.4 s).
+    partitions = max(int(spark.conf.get("spark.sql.shuffle.partitions")), -(-rows // 1_000_000))
+    stacked = functools.reduce(DataFrame.unionByName, hashes).repartition(partitions, "table_number", "__key_hash")
     repeated = stacked.groupBy("table_number", "__key_hash").count().where("count > 1").select("table_number")
     return {names[row.table_number] for row in repeated.distinct().collect()}
 
