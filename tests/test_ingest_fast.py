@@ -93,6 +93,38 @@ def test_fast_typing_equals_detailed_typing(spark, ansi):
     assert by_raw["12345678"]["fast_siren"] == "012345678" and by_raw["\u0661\u0662"]["fast_int"] is None
 
 
+@pytest.mark.parametrize("ansi", ["true", "false"])
+def test_printable_text_and_typing_equal_the_reference_on_printable_ascii(spark, ansi):
+    """The native path's cheaper text and identifier typing equal the reference reading on the
+    values its byte scan lets through (printable ASCII; line ends never are inside a value)."""
+    from pyspark.sql import functions as F
+
+    values = [v for v in _corpus() if v is None or not (_forbidden(v, set()) or "\n" in v or "\r" in v)]
+    assert len(values) > 300
+    columns = [Column(f"v_{kind}", kind) for kind in (SIREN, SIRET, STRING, BOOL)]
+    raw = spark.createDataFrame([(v,) for v in values], "raw string")
+    native = raw.select(*[F.expr(ingest._printable_text_sql("raw")).alias(c.name) for c in columns]).select(
+        *[F.expr(ingest._typed_sql(c, printable=True)).alias(c.kind) for c in columns]
+    )
+    reference = raw.select(*[ingest._text("raw").alias(c.name) for c in columns]).select(
+        *[ingest._typed_detailed(c).alias(c.kind) for c in columns]
+    )
+    previous = spark.conf.get("spark.sql.ansi.enabled")
+    spark.conf.set("spark.sql.ansi.enabled", ansi)
+    try:
+        native_rows, reference_rows = native.collect(), reference.collect()
+    finally:
+        spark.conf.set("spark.sql.ansi.enabled", previous)
+    assert len(native_rows) == len(reference_rows) == len(values)
+    differences = [(v, n, r) for v, n, r in zip(values, native_rows, reference_rows) if n != r]
+    assert differences == []
+    for c in columns:  # both sides of every kind are reached
+        assert any(r[c.kind] is not None for r in reference_rows) and any(r[c.kind] is None for r in reference_rows)
+    by_raw = dict(zip(values, native_rows))
+    assert by_raw["  12345678  "][SIREN] == "012345678" and by_raw["12345678 "][SIRET] == "00000012345678"
+    assert by_raw["  a b  "][STRING] == "a b" and by_raw["12345678.0"][SIREN] is None and by_raw["-5"][SIREN] is None
+
+
 def _corpus_world(tmp_path, values: list[str], by_kind: dict[str, list[str]] | None = None):
     """A raw directory whose ap_demande and sirene_etablissements hold ``values`` in every column.
 
