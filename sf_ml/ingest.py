@@ -529,8 +529,9 @@ def _native_frame(
     a value flagged by :func:`_suspicious_flags` (NaN, infinity, a year before 1 from a leading
     ``-``), or gives the value of the reference reading. A header line repeated in the file
     makes a corrupt row: its cell of a natively parsed column is a column name, which no native
-    parser accepts. Identifiers, strings and booleans are read as strings and typed as in the
-    reference path. Blank lines are skipped, as the reference reading does.
+    parser accepts. Identifiers, strings and booleans are read as strings and typed as the
+    reference path types them on printable ASCII, more cheaply (:func:`_printable_text_sql`,
+    ``_typed_sql(..., printable=True)``). Blank lines are skipped, as the reference reading does.
 
     Returns:
         None if the table has no natively parsed kind, the header line is not UTF-8 or a
