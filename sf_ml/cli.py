@@ -25,6 +25,21 @@ def cli(log_level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _truth_dates(ctx, param, value: str) -> tuple[str, ...]:
+    """Comma-separated first-of-month ISO dates, checked (click callback)."""
+    import datetime as dt
+
+    dates = tuple(part.strip() for part in (value or "").split(",") if part.strip())
+    for text in dates:
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not an ISO date (YYYY-MM-01)") from None
+        if day.day != 1 or len(text) != 10:
+            raise click.BadParameter(f"{text!r} is not the first day of a month (YYYY-MM-01)")
+    return dates
+
+
 @cli.command()
 @click.option("--output-dir", required=True, help="Directory the raw tables are written to.")
 @click.option("--n-companies", type=int, default=5000, show_default=True, help="Number of companies (sirens).")
@@ -33,18 +48,38 @@ def cli(log_level: str) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same files.")
 @click.option("--file-format", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
               help="Format of the raw tables.")
-def generate(output_dir: str, n_companies: int, start: str, end: str, seed: int, file_format: str) -> None:
-    """Write a synthetic raw directory that follows the data contract."""
+@click.option("--settings", default="baseline", show_default=True,
+              type=click.Choice(["baseline", "late_crisis", "statement_driven"]),
+              help="Preset of the world's law: baseline; late_crisis (crisis 24 months later); "
+                   "statement_driven (debts follow health less, financial statements more).")
+@click.option("--truth-dir", default="", help="Directory (outside --output-dir) receiving truth.parquet: each "
+              "living company's true 18-month failure probability at each --truth-dates (default: none).")
+@click.option("--truth-dates", default="", callback=_truth_dates,
+              help="Comma-separated prediction dates of the truth file, first days of months "
+                   "(e.g. 2022-01-01,2023-01-01).")
+@click.option("--truth-paths", type=int, default=200, show_default=True,
+              help="Monte Carlo paths per company and date of the truth file.")
+def generate(output_dir: str, n_companies: int, start: str, end: str, seed: int, file_format: str,
+             settings: str, truth_dir: str, truth_dates: tuple[str, ...], truth_paths: int) -> None:
+    """Write a synthetic raw directory that follows the data contract (and, optionally, its truth)."""
     import mlflow
 
     from sf_ml.generate import generate_world
     from sf_ml.tracking import stage_run
 
+    truth_dir = truth_dir.strip() or None
+    if (truth_dir is None) != (not truth_dates):
+        _fail(click.UsageError("--truth-dir and --truth-dates go together: give both or neither"))
     params = dict(output_dir=output_dir, n_companies=n_companies, start=start, end=end, seed=seed,
-                  file_format=file_format)
+                  file_format=file_format, settings=settings, truth_dir=truth_dir or "",
+                  truth_dates=",".join(truth_dates), truth_paths=truth_paths)
     with stage_run("generate", params):
-        counts = generate_world(output_dir, n_companies=n_companies, start=start, end=end, seed=seed,
-                                file_format=file_format)
+        try:
+            counts = generate_world(output_dir, n_companies=n_companies, start=start, end=end, seed=seed,
+                                    file_format=file_format, truth_dir=truth_dir, truth_dates=truth_dates,
+                                    settings=settings, truth_paths=truth_paths)
+        except ValueError as error:
+            _fail(error)
         mlflow.log_metrics({f"rows.{table}": n for table, n in counts.items()})
     click.echo(f"world written to {output_dir}: " + ", ".join(f"{t}={n}" for t, n in counts.items()))
 

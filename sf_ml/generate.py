@@ -11,13 +11,23 @@ accounts per company, quarterly contribution windows, amended statements, repeat
 identifiers that lost their leading zeros, public bodies and schools outside the scope.
 
 Companies are processed in chunks, each with its own child random generator, so the output only
-depends on ``seed`` and memory stays bounded for large worlds.
+depends on ``seed`` (and the ``settings`` preset) and memory stays bounded for large worlds.
+
+Presets of :class:`GeneratorSettings` (``GENERATOR_SETTINGS``) vary the world: ``baseline`` is the
+default world, ``late_crisis`` moves the crisis 24 months later, ``statement_driven`` makes debts
+follow health less and financial statements more. On request, a truth file gives each living
+company's true probability of failing within 18 months of a date T given its latent state at the
+end of T-1, integrated by Monte Carlo over the generator's own law with a separate random
+generator, so the raw files are the same with or without it.
 """
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +54,17 @@ _HEALTH_HAZARD_SLOPE = 2.8
 # Failures follow sustained distress: the hazard sees an exponential average of health.
 _HAZARD_MEMORY = 0.15
 _BURN_IN = 36
+# Latent health: AR(1) noise, and distress episodes (slots, monthly onset rate, onset lead before
+# the first simulated month, duration and slope ranges, recovery time constant).
+_AR_PHI, _AR_SIGMA = 0.97, 0.11
+_EPISODE_SLOTS, _EPISODE_RATE, _EPISODE_LEAD = 2, 0.0013, 24
+_EPISODE_DURATION, _EPISODE_SLOPE, _EPISODE_RECOVERY = (6, 31), (0.03, 0.10), 18.0
+# Monthly voluntary closure probability (doubled for micro firms, up to doubled by distress).
+_BASE_CLOSURE = 0.0012
+# Truth file: its name and the independent random stream of its Monte Carlo.
+TRUTH_FILE = "truth.parquet"
+_TRUTH_STREAM = 7919
+_TRUTH_BATCH = 2000
 
 # Sector groups: (name, hazard factor, crisis sensitivity, health offset, yearly gross wage,
 # value-added share of turnover, stock share of turnover, short-time-work crisis uptake).
@@ -142,6 +163,54 @@ _CATCHUP = ("2021-07", "2022-12")
 _ARROW_TYPES = {DATE: pa.date32(), BOOL: pa.bool_(), INT: pa.int64(), FLOAT: pa.float64()}
 
 
+@dataclass(frozen=True)
+class GeneratorSettings:
+    """Knobs of the world's law; the defaults are the baseline world.
+
+    Attributes:
+        crisis_shift_months: Months by which the crisis (activity shock, failure support and
+            catch-up, short-time work, deferrals, cyclical dip) is moved later.
+        debt_health_weight: Scale of the health-driven part of unpaid contributions (how often
+            and how much a distressed company leaves unpaid).
+        statement_noise: Standard deviation of the noise between health and the health that
+            financial statements reflect.
+        statement_health_gain: Multiplier of health in the financial statements.
+    """
+
+    crisis_shift_months: int = 0
+    debt_health_weight: float = 1.0
+    statement_noise: float = 0.15
+    statement_health_gain: float = 1.0
+
+
+GENERATOR_SETTINGS = {
+    "baseline": GeneratorSettings(),
+    "late_crisis": GeneratorSettings(crisis_shift_months=24),
+    "statement_driven": GeneratorSettings(debt_health_weight=0.35, statement_noise=0.05,
+                                          statement_health_gain=1.6),
+}
+
+
+def resolve_settings(settings: str | GeneratorSettings) -> GeneratorSettings:
+    """The settings of a preset name (or the settings themselves).
+
+    Args:
+        settings: A key of ``GENERATOR_SETTINGS`` or a :class:`GeneratorSettings`.
+
+    Returns:
+        The settings.
+
+    Raises:
+        ValueError: On an unknown preset name.
+    """
+    if isinstance(settings, GeneratorSettings):
+        return settings
+    if settings not in GENERATOR_SETTINGS:
+        raise ValueError(f"unknown generator settings {settings!r}; choose one of "
+                         f"{', '.join(GENERATOR_SETTINGS)}")
+    return GENERATOR_SETTINGS[settings]
+
+
 def generate_world(
     output_dir: str | Path,
     n_companies: int = 5000,
@@ -149,11 +218,16 @@ def generate_world(
     end: str = "2025-12-31",
     seed: int = 0,
     file_format: str = "csv",
+    truth_dir: str | Path | None = None,
+    truth_dates: Sequence[str] = (),
+    settings: str | GeneratorSettings = "baseline",
+    truth_paths: int = 200,
 ) -> dict[str, int]:
     """Simulate companies and write one file per contract table into ``output_dir``.
 
     The directory is written atomically (nothing is left half-written) and replaces any
-    previous content. The same arguments always give byte-identical files.
+    previous content. The same arguments always give byte-identical files, with or without a
+    truth file (its Monte Carlo draws from its own random generator).
 
     Args:
         output_dir: Directory to create (or replace) with the raw tables.
@@ -162,35 +236,53 @@ def generate_world(
         end: Last day covered; no record is dated after it (ISO date).
         seed: Seed of ``numpy.random.default_rng``.
         file_format: ``"csv"`` (``NAME.csv``) or ``"parquet"`` (single ``NAME.parquet`` file).
+        truth_dir: Directory (outside ``output_dir``) receiving ``truth.parquet``; see
+            :func:`_truth_table` for its rows and columns. Needs ``truth_dates``.
+        truth_dates: Prediction dates T (ISO, first day of a month after the first month).
+        settings: A preset name of ``GENERATOR_SETTINGS`` or a :class:`GeneratorSettings`.
+        truth_paths: Monte Carlo paths per company and date.
 
     Returns:
-        The number of rows written per table.
+        The number of rows written per table (and ``truth`` when a truth file is written).
 
     Raises:
-        ValueError: On an unknown format, a non-positive size or an empty date range.
+        ValueError: On an unknown format or settings, a non-positive size, an empty date
+            range, or bad truth arguments.
     """
     if file_format not in FILE_FORMATS:
         raise ValueError(f"file_format must be one of {FILE_FORMATS}, got {file_format!r}")
     if n_companies < 1:
         raise ValueError(f"n_companies must be positive, got {n_companies}")
+    settings = resolve_settings(settings)
     cal = _Calendar.from_bounds(start, end)
-    macro = _Macro.build(cal, _BURN_IN)
+    truth = _truth_request(cal, output_dir, truth_dir, truth_dates, truth_paths, settings)
+    macro = _Macro.build(cal, _BURN_IN, settings.crisis_shift_months)
     rng = np.random.default_rng(seed)
     sirens = _draw_sirens(rng, n_companies)
     n_chunks = -(-n_companies // _CHUNK_COMPANIES)
     chunk_rngs = rng.spawn(n_chunks)
+    truth_rngs = np.random.default_rng([seed, _TRUTH_STREAM]).spawn(n_chunks)
     counters = {"etab": 0, "request": 0}
+    truth_tables = []
     with atomic_directory(output_dir) as staging:
         staging.mkdir(parents=True, exist_ok=True)
         writers = _Writers(staging, file_format)
         try:
             for k in range(n_chunks):
                 chunk = sirens[k * _CHUNK_COMPANIES:(k + 1) * _CHUNK_COMPANIES]
-                for name, table in _simulate_chunk(chunk_rngs[k], chunk, cal, macro, counters):
-                    writers.write(name, table)
+                chunk_truth = None if truth is None else (truth, truth_rngs[k])
+                for name, table in _simulate_chunk(chunk_rngs[k], chunk, cal, macro, counters,
+                                                   settings, chunk_truth):
+                    if name == _TRUTH_NAME:
+                        truth_tables.append(table)
+                    else:
+                        writers.write(name, table)
         finally:
             writers.close()
-    return dict(writers.rows)
+    counts = dict(writers.rows)
+    if truth is not None:
+        counts["truth"] = _write_truth(Path(truth_dir), truth_tables)
+    return counts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,27 +344,41 @@ class _Macro:
     deferral: np.ndarray
 
     @classmethod
-    def build(cls, cal: _Calendar, burn_in: int = 0) -> _Macro:
-        """Series for the months of ``cal``, preceded by ``burn_in`` earlier months."""
-        months = np.arange(cal.months[0] - burn_in, cal.months[-1] + 1)
+    def build(cls, cal: _Calendar, burn_in: int = 0, crisis_shift: int = 0,
+              extra: int = 0) -> _Macro:
+        """Series for the months of ``cal``, preceded by ``burn_in`` earlier months.
 
-        def series(spec: dict[tuple[str, str], float]) -> np.ndarray:
+        Args:
+            cal: The calendar of the world.
+            burn_in: Months simulated before the first month of ``cal``.
+            crisis_shift: Months by which the crisis episodes are moved later.
+            extra: Months added after the last month of ``cal`` (same formulas).
+
+        Returns:
+            The series.
+        """
+        months = np.arange(cal.months[0] - burn_in, cal.months[-1] + 1 + extra)
+
+        def series(spec: dict[tuple[str, str], float], shift: int = 0) -> np.ndarray:
             out = np.zeros(len(months))
             for (first, last), value in spec.items():
-                out[(months >= np.datetime64(first, "M"))
-                    & (months <= np.datetime64(last, "M"))] += value
+                out[(months >= np.datetime64(first, "M") + shift)
+                    & (months <= np.datetime64(last, "M") + shift)] += value
             return out
 
         abs_month = (months - np.datetime64("2000-01", "M")).astype(float)
-        struct = 0.05 * np.sin(2 * np.pi * abs_month / 90.0) + series(
-            {("2020-03", "2022-06"): -0.04, ("2023-01", "2025-12"): -0.05})
+        struct = (0.05 * np.sin(2 * np.pi * abs_month / 90.0)
+                  + series({("2020-03", "2022-06"): -0.04}, crisis_shift)
+                  + series({("2023-01", "2025-12"): -0.05}))
         shock = series({("2020-03", "2020-05"): -1.2, ("2020-06", "2020-10"): -0.5,
-                        ("2020-11", "2020-12"): -0.8, ("2021-01", "2021-06"): -0.4})
-        hazard = 1.0 + series({_CRISIS: -0.6, _CATCHUP: 0.5})
+                        ("2020-11", "2020-12"): -0.8, ("2021-01", "2021-06"): -0.4}, crisis_shift)
+        hazard = 1.0 + series({_CRISIS: -0.6, _CATCHUP: 0.5}, crisis_shift)
         ap_wave = series({("2020-03", "2020-03"): 0.30, ("2020-04", "2020-04"): 0.18,
                           ("2020-05", "2020-05"): 0.06, ("2020-06", "2020-10"): 0.02,
-                          ("2020-11", "2020-11"): 0.08, ("2020-12", "2021-06"): 0.025})
-        deferral = series({("2020-03", "2020-06"): 0.30, ("2020-11", "2021-02"): 0.10})
+                          ("2020-11", "2020-11"): 0.08, ("2020-12", "2021-06"): 0.025},
+                         crisis_shift)
+        deferral = series({("2020-03", "2020-06"): 0.30, ("2020-11", "2021-02"): 0.10},
+                          crisis_shift)
         return cls(struct, shock, hazard, ap_wave, deferral)
 
     def window(self, burn_in: int) -> _Macro:
@@ -401,12 +507,19 @@ class _Writers:
 # ----------------------------------------------------------------------------------------------
 
 
-def _simulate_chunk(rng, sirens, cal, macro, counters):
-    """Simulate a chunk of companies and yield ``(table name, arrow table)`` pairs."""
+def _simulate_chunk(rng, sirens, cal, macro, counters, settings=GENERATOR_SETTINGS["baseline"],
+                    truth=None):
+    """Simulate a chunk of companies and yield ``(table name, arrow table)`` pairs.
+
+    With ``truth`` (a ``(_TruthRequest, random generator)`` pair), one ``_TRUTH_NAME`` table
+    is also yielded; it draws only from its own generator.
+    """
     co = _companies(rng, sirens, cal)
     _health(rng, co, cal, macro)
     macro = macro.window(_BURN_IN)
     judgments = _failures(rng, co, cal, macro)
+    if truth is not None:
+        yield _TRUTH_NAME, _truth_table(truth[1], co, cal, truth[0])
     eff = _effectif(rng, co, cal, macro)
     et = _establishments(rng, co, cal, counters)
 
@@ -419,9 +532,9 @@ def _simulate_chunk(rng, sirens, cal, macro, counters):
         "siren": _ids(rng, siren_dict, rows, _STRIPPED_ID_SHARE["urssaf_effectif"]),
         "periode": cal.first_day(cols), "effectif": eff[rows, cols],
     })
-    yield from _urssaf_tables(rng, co, et, cal, macro, siret_dict)
+    yield from _urssaf_tables(rng, co, et, cal, macro, siret_dict, settings)
     yield from _ap_tables(rng, co, et, cal, macro, siret_dict, counters)
-    yield "dgfip_bilans", _bilans(rng, co, cal, macro, siren_dict)
+    yield "dgfip_bilans", _bilans(rng, co, cal, macro, siren_dict, settings)
     yield "altares_paydex", _paydex(rng, co, cal, siren_dict)
 
     ci, dates, natures = judgments
@@ -481,12 +594,24 @@ def _companies(rng, sirens, cal) -> _Co:
     return co
 
 
+def _episode_depth(t, duration, slope):
+    """Health lost ``t`` months after an episode's onset: a decline, then a partial recovery."""
+    return np.where(t > duration, slope * duration * np.exp(-(t - duration) / _EPISODE_RECOVERY),
+                    slope * np.clip(t, 0, None))
+
+
 def _health_paths(rng, group: np.ndarray, macro_struct: np.ndarray):
-    """Macro sensitivity and structural monthly health paths of companies of the given sectors."""
+    """Macro sensitivity and structural monthly health paths of companies of the given sectors.
+
+    Returns:
+        ``(beta, health, parts)``: ``parts`` holds the level ``mu``, the AR(1) noise ``x`` and
+        the episodes' ``has``, ``onset`` (month index of the paths), ``duration``, ``slope``
+        (one column per slot), which the truth's Monte Carlo continues.
+    """
     n, months = len(group), len(macro_struct)
     mu = rng.normal(0.0, 0.3, n) + _G_OFFSET[group]
     beta = _G_SENS[group] * rng.lognormal(0.0, 0.25, n)
-    phi, sigma = 0.97, 0.11
+    phi, sigma = _AR_PHI, _AR_SIGMA
     eps = rng.normal(0.0, sigma, (n, months))
     x = np.empty((n, months))
     acc = rng.normal(0.0, sigma / np.sqrt(1 - phi**2), n)
@@ -497,16 +622,18 @@ def _health_paths(rng, group: np.ndarray, macro_struct: np.ndarray):
     # Distress episodes: a slow decline over months, then a slow partial recovery.
     t_grid = np.arange(months)[None, :]
     z = np.zeros((n, months))
-    for _ in range(2):
-        has = rng.random(n) < min(1.0, 0.0013 * (months + 24))
-        onset = rng.integers(-24, months, n)[:, None]
-        duration = rng.integers(6, 31, n)[:, None]
-        slope = rng.uniform(0.03, 0.10, n)[:, None]
-        t = t_grid - onset
-        depth = np.where(t > duration, slope * duration * np.exp(-(t - duration) / 18.0),
-                         slope * np.clip(t, 0, None))
-        z -= has[:, None] * depth
-    return beta, mu[:, None] + x + z + beta[:, None] * macro_struct[None, :]
+    slots = []
+    for _ in range(_EPISODE_SLOTS):
+        has = rng.random(n) < min(1.0, _EPISODE_RATE * (months + _EPISODE_LEAD))
+        onset = rng.integers(-_EPISODE_LEAD, months, n)[:, None]
+        duration = rng.integers(*_EPISODE_DURATION, n)[:, None]
+        slope = rng.uniform(*_EPISODE_SLOPE, n)[:, None]
+        z -= has[:, None] * _episode_depth(t_grid - onset, duration, slope)
+        slots.append((has, onset[:, 0], duration[:, 0], slope[:, 0]))
+    parts = {"mu": mu, "x": x}
+    parts.update(zip(("has", "onset", "duration", "slope"),
+                     (np.column_stack(v) for v in zip(*slots))))
+    return beta, mu[:, None] + x + z + beta[:, None] * macro_struct[None, :], parts
 
 
 def _hazard(co, idx, sustained: np.ndarray, t: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
@@ -516,6 +643,11 @@ def _hazard(co, idx, sustained: np.ndarray, t: np.ndarray, multiplier: np.ndarra
     hazard = (_BASE_HAZARD * np.exp(-_HEALTH_HAZARD_SLOPE * sustained) * (1.0 + np.exp(-age / 30.0))
               * (_G_HAZARD[co.group[idx]] * size_factor)[:, None] * multiplier[None, :])
     return np.minimum(hazard, 0.5)
+
+
+def _closure(size: np.ndarray, health: np.ndarray) -> np.ndarray:
+    """Monthly voluntary closure probability of companies of typical ``size`` at ``health``."""
+    return _BASE_CLOSURE * (1 + (size < 10))[:, None] * (1 + _distress(health))
 
 
 def _health(rng, co, cal, macro) -> None:
@@ -531,8 +663,11 @@ def _health(rng, co, cal, macro) -> None:
     h = np.empty((n, total))
     sustained = np.empty((n, total))
     todo = np.arange(n)
+    co.parts = {}
     for _ in range(4):
-        co.beta[todo], h[todo] = _health_paths(rng, co.group[todo], macro.struct)
+        co.beta[todo], h[todo], parts = _health_paths(rng, co.group[todo], macro.struct)
+        for key, value in parts.items():
+            co.parts.setdefault(key, np.empty((n,) + value.shape[1:], value.dtype))[todo] = value
         sustained[todo] = _ema(h[todo], _HAZARD_MEMORY)
         exists = t_burn[None, :] > co.creation_m[todo, None]
         hazard = _hazard(co, todo, sustained[todo, :_BURN_IN], t_burn, macro.hazard[:_BURN_IN])
@@ -552,9 +687,10 @@ def _failures(rng, co, cal, macro):
     exists = t_grid >= co.birth[:, None]
     hazard = _hazard(co, np.arange(n), co.sustained, np.arange(months), macro.hazard)
     fail_m = _first_true((rng.random((n, months)) < hazard) & exists)
-    closure = 0.0012 * (1 + (co.size < 10)) [:, None] * (1 + _distress(co.h))
+    closure = _closure(co.size, co.h)
     closure_m = _first_true((rng.random((n, months)) < closure) & (t_grid >= co.birth[:, None] + 3))
-    failed = fail_m < closure_m
+    failed = fail_m < closure_m  # a closure drawn in the month of a failure wins
+    co.closure_m = closure_m
     fail_m = np.where(failed, fail_m, months)
 
     # What follows the failure judgment.
@@ -594,6 +730,7 @@ def _failures(rng, co, cal, macro):
 
     # Old proceedings (before the window) that the company survived: out of scope for good.
     old = (rng.random(n) < 0.006) & (co.creation < cal.first_day(-48))
+    co.old_proceeding = old
     lo = np.maximum(co.creation + 365, cal.first_day(-120))
     d_old = lo + (rng.random(n) * np.maximum((cal.first_day(-12) - lo).astype(int), 1)).astype(int)
 
@@ -742,7 +879,7 @@ def _sirene_tables(rng, co, et, cal, siren_dict, siret_dict):
     })
 
 
-def _urssaf_tables(rng, co, et, cal, macro, siret_dict):
+def _urssaf_tables(rng, co, et, cal, macro, siret_dict, settings):
     """Contribution windows and the debts their unpaid part creates."""
     e, months = len(et.company), cal.n
     comp = et.company
@@ -762,7 +899,7 @@ def _urssaf_tables(rng, co, et, cal, macro, siret_dict):
 
     ci = comp[ei]
     h = co.h[ci, mi]
-    dist = _sigmoid(3.5 * (-h - 0.9))
+    dist = _sigmoid(3.5 * (-h - 0.9)) * settings.debt_health_weight
     p_unpaid = 0.003 + 0.6 * dist + macro.deferral[mi] * np.minimum(co.beta[ci], 2.0) * 0.6
     unpaid = (rng.random(len(ei)) < p_unpaid) & (du > 0)
     frac = np.clip(rng.beta(1.2 + 3.0 * dist, 1.8), 0.03, 1.0)
@@ -930,7 +1067,7 @@ def _paydex(rng, co, cal, siren_dict) -> pa.Table:
     })
 
 
-def _bilans(rng, co, cal, macro, siren_dict) -> pa.Table:
+def _bilans(rng, co, cal, macro, siren_dict, settings) -> pa.Table:
     """Yearly statements for about seven companies in ten, some amended, some incomplete."""
     n, months = co.n, cal.n
     has = (rng.random(n) < np.where(co.size < 10, 0.62, 0.82)) & ~co.public
@@ -958,7 +1095,8 @@ def _bilans(rng, co, cal, macro, siren_dict) -> pa.Table:
         cs = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1)], axis=1)
         return (cs[ci, b + 1] - cs[ci, a]) / (b - a + 1)
 
-    h = fiscal_mean(co.h) + rng.normal(0.0, 0.15, len(ci))
+    h = settings.statement_health_gain * (fiscal_mean(co.h)
+                                          + rng.normal(0.0, settings.statement_noise, len(ci)))
     shock = fiscal_mean(co.beta[:, None] * macro.shock[None, :])
     alive_months = fiscal_mean(co.alive.astype(float))
     staff = np.where(alive_months > 0,
@@ -1052,6 +1190,175 @@ def _bilans(rng, co, cal, macro, siren_dict) -> pa.Table:
         "date_fin_exercice": fin_all[order], "date_depot": depot_all[order],
     })
     return _table("dgfip_bilans", columns)
+
+
+# ----------------------------------------------------------------------------------------------
+# Truth: each company's probability of failing within the horizon, given its latent state
+# ----------------------------------------------------------------------------------------------
+
+_TRUTH_NAME = "_truth"
+_TRUTH_SCHEMA = pa.schema([("siren", pa.string()), ("periode", pa.date32()),
+                           ("p_failure_18m", pa.float64()), ("failure_18m", pa.int32())])
+
+
+@dataclass(frozen=True)
+class _TruthRequest:
+    """What the truth file covers.
+
+    Attributes:
+        months: Month indexes (of the window) of the prediction dates T.
+        n_paths: Monte Carlo paths per company and date.
+        macro: Window macro series, extended by the horizon past the end of the world.
+        total_months: Months of the simulated paths (burn-in and window).
+    """
+
+    months: tuple[int, ...]
+    n_paths: int
+    macro: _Macro
+    total_months: int
+
+
+def _truth_request(cal, output_dir, truth_dir, truth_dates, truth_paths, settings):
+    """Check the truth arguments; the :class:`_TruthRequest` (None when no truth is asked).
+
+    Raises:
+        ValueError: On a date that is not the first day of a month of the window after its
+            first one, a truth directory inside the raw one, or only one of dir and dates.
+    """
+    truth_dir = None if truth_dir in (None, "") else truth_dir
+    dates = [str(d).strip() for d in truth_dates if str(d).strip()]
+    if truth_dir is None and not dates:
+        return None
+    if truth_dir is None or not dates:
+        raise ValueError("truth_dir and truth_dates go together: give both or neither")
+    raw, target = Path(output_dir).resolve(), Path(truth_dir).resolve()
+    if target == raw or raw in target.parents:
+        raise ValueError(f"truth_dir {truth_dir} must be outside the raw directory {output_dir}")
+    if truth_paths < 1:
+        raise ValueError(f"truth_paths must be positive, got {truth_paths}")
+    months = set()
+    for text in dates:
+        try:
+            day = np.datetime64(text, "D")
+        except ValueError:
+            raise ValueError(f"truth date {text!r} is not an ISO date (YYYY-MM-01)") from None
+        m = int(cal.month_of(day))
+        if day != cal.first_day(m) or not 1 <= m < cal.n:
+            raise ValueError(f"truth date {text!r} must be the first day of a month from "
+                             f"{cal.first_day(1)} to {cal.first_day(cal.n - 1)}")
+        months.add(m)
+    macro = _Macro.build(cal, _BURN_IN, settings.crisis_shift_months, TARGET_HORIZON_MONTHS)
+    return _TruthRequest(tuple(sorted(months)), int(truth_paths), macro.window(_BURN_IN),
+                         _BURN_IN + cal.n)
+
+
+def _truth_table(rng, co, cal, request: _TruthRequest) -> pa.Table:
+    """Truth rows of a chunk: every company living at each date T.
+
+    A company is living at T when it was created before T's month, has had no failure and
+    no voluntary closure before T and no proceedings before the window. Companies outside the
+    contract's scope (public bodies, schools, fewer than 10 employees ...) are included.
+
+    Returns:
+        ``siren`` (9 digits), ``periode`` (T), ``p_failure_18m`` (probability of a failure
+        judgment in months T..T+17 given the latent state at the end of T-1) and
+        ``failure_18m`` (the realised outcome, null when T + 18 months is after the end).
+    """
+    horizon = TARGET_HORIZON_MONTHS
+    columns = {name: [] for name in _TRUTH_SCHEMA.names}
+    for t0 in request.months:
+        idx = np.flatnonzero((co.birth <= t0) & (co.fail_m >= t0) & (co.closure_m >= t0)
+                             & ~co.old_proceeding)
+        batches = [_truth_probability(rng, co, idx[i:i + _TRUTH_BATCH], t0, request)
+                   for i in range(0, len(idx), _TRUTH_BATCH)]
+        known = cal.first_day(t0 + horizon) <= cal.end
+        label = (co.failed[idx] & (co.fail_m[idx] < t0 + horizon)).astype(np.int32)
+        columns["siren"].append(np.char.zfill(co.siren[idx].astype(str), 9))
+        columns["periode"].append(np.repeat(cal.first_day(t0), len(idx)))
+        columns["p_failure_18m"].append(np.concatenate(batches) if batches else np.empty(0))
+        columns["failure_18m"].append(np.ma.masked_array(label, mask=np.full(len(idx), not known)))
+    arrays = [pa.array(np.concatenate(columns["siren"]).astype(object), pa.string()),
+              pa.array(np.concatenate(columns["periode"]), pa.date32()),
+              pa.array(np.concatenate(columns["p_failure_18m"]), pa.float64()),
+              pa.array(np.ma.concatenate(columns["failure_18m"]), pa.int32())]
+    return pa.Table.from_arrays(arrays, schema=_TRUTH_SCHEMA)
+
+
+def _future_episodes(rng, co, idx, t0: int, request: _TruthRequest, shape):
+    """Per slot, the episodes of the paths: ``(onset, duration, slope, active)`` arrays.
+
+    Episodes begun by month T-1 are the company's own. A slot not begun yet starts in a given
+    later month with the generator's onset probability, conditional on no start so far
+    (uniform onsets: the same probability each month, continued past the end of the world).
+    """
+    parts = co.parts
+    span = request.total_months + _EPISODE_LEAD
+    per_month = min(1.0, _EPISODE_RATE * span) / span
+    before = t0 + _BURN_IN + _EPISODE_LEAD  # onset months up to T-1
+    rate = per_month / max(1.0 - per_month * before, 1e-12)
+    out = []
+    for j in range(_EPISODE_SLOTS):
+        onset = parts["onset"][idx, j] - _BURN_IN
+        begun = (parts["has"][idx, j] & (onset <= t0 - 1))[:, None]
+        later = np.floor(rng.random(shape) / rate)
+        new_duration = rng.integers(*_EPISODE_DURATION, shape)
+        new_slope = rng.uniform(*_EPISODE_SLOPE, shape)
+        out.append((np.where(begun, onset[:, None], t0 + later),
+                    np.where(begun, parts["duration"][idx, j][:, None], new_duration),
+                    np.where(begun, parts["slope"][idx, j][:, None], new_slope),
+                    begun | (later < TARGET_HORIZON_MONTHS)))
+    return out
+
+
+def _truth_probability(rng, co, idx, t0: int, request: _TruthRequest) -> np.ndarray:
+    """Monte Carlo probability that companies ``idx`` fail in months T..T+17 (T = ``t0``).
+
+    Paths continue the latent state at T-1 with the generator's own law: AR(1) noise, episodes
+    (:func:`_future_episodes`), the macro factor and the sustained average the hazard sees.
+    On each path the failure and closure draws are integrated exactly: a failure in month m
+    needs no failure nor closure before m and no closure in m (a closure wins a tie).
+    """
+    shape = (len(idx), request.n_paths)
+    parts, macro = co.parts, request.macro
+    x = np.repeat(parts["x"][idx, _BURN_IN + t0 - 1][:, None], request.n_paths, axis=1)
+    sustained = np.repeat(co.sustained[idx, t0 - 1][:, None], request.n_paths, axis=1)
+    episodes = _future_episodes(rng, co, idx, t0, request, shape)
+    mu, beta = parts["mu"][idx, None], co.beta[idx, None]
+    size, closable_from = co.size[idx], co.birth[idx, None] + 3
+    alive, p = np.ones(shape), np.zeros(shape)
+    for m in range(t0, t0 + TARGET_HORIZON_MONTHS):
+        x = _AR_PHI * x + rng.normal(0.0, _AR_SIGMA, shape)
+        z = np.zeros(shape)
+        for onset, duration, slope, active in episodes:
+            z -= active * _episode_depth(m - onset, duration, slope)
+        h = mu + x + z + beta * macro.struct[m]
+        sustained = (1 - _HAZARD_MEMORY) * sustained + _HAZARD_MEMORY * h
+        failure = _hazard(co, idx, sustained, np.full(shape[1], m),
+                          np.full(shape[1], macro.hazard[m]))
+        closure = _closure(size, h) * (m >= closable_from)
+        p += alive * failure * (1 - closure)
+        alive *= (1 - failure) * (1 - closure)
+    return p.mean(axis=1)
+
+
+def _write_truth(truth_dir: Path, tables: list[pa.Table]) -> int:
+    """Write ``truth_dir/truth.parquet`` (replaced atomically), rows sorted by date and siren.
+
+    Returns:
+        The number of rows written.
+    """
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables(tables) if tables else _TRUTH_SCHEMA.empty_table()
+    table = table.sort_by([("periode", "ascending"), ("siren", "ascending")])
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    staging = truth_dir / f".{TRUTH_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        pq.write_table(table, staging)
+        os.replace(staging, truth_dir / TRUTH_FILE)
+    finally:
+        staging.unlink(missing_ok=True)
+    return table.num_rows
 
 
 # ----------------------------------------------------------------------------------------------

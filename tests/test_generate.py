@@ -334,3 +334,144 @@ def test_positive_rate_in_scope(world):
     measured = generate._measure_positive_rate(path)
     assert 0.015 < measured["rate"] < 0.07, measured
     assert measured["samples"] > 50_000
+
+
+# -- truth file and settings --------------------------------------------------------------------
+
+TRUTH_DATES = ("2017-01-01", "2019-01-01", "2022-06-01", "2025-01-01")  # the last one unlabelled
+
+
+def digest(directory) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def truth_world(tmp_path_factory):
+    """A 6,000-company world with its truth at four dates (100 Monte Carlo paths)."""
+    base = tmp_path_factory.mktemp("truth")
+    counts = generate_world(base / "raw", n_companies=6000, seed=21, truth_dir=base / "truth",
+                            truth_dates=TRUTH_DATES, truth_paths=100)
+    return base, counts, pd.read_parquet(base / "truth" / generate.TRUTH_FILE)
+
+
+def test_truth_file_columns_types_and_rows(truth_world):
+    base, counts, truth = truth_world
+    schema = pq.read_schema(base / "truth" / generate.TRUTH_FILE)
+    assert [(f.name, str(f.type)) for f in schema] == [
+        ("siren", "string"), ("periode", "date32[day]"), ("p_failure_18m", "double"),
+        ("failure_18m", "int32")]
+    assert counts["truth"] == len(truth)
+    assert truth["siren"].str.fullmatch(r"\d{9}").all()
+    assert sorted(str(d) for d in truth["periode"].unique()) == list(TRUTH_DATES)
+    assert not truth.duplicated(["siren", "periode"]).any()
+    assert truth["p_failure_18m"].between(0.0, 1.0).all()
+    last = truth["periode"].astype(str) == TRUTH_DATES[-1]
+    assert truth.loc[last, "failure_18m"].isna().all(), "T + 18 months after the end: unknown"
+    assert truth.loc[~last, "failure_18m"].isin([0, 1]).all()
+    assert sorted(p.name for p in (base / "raw").iterdir()) == sorted(f"{n}.csv" for n in TABLES)
+
+
+def test_truth_rows_are_living_companies_and_labels_follow_judgments(truth_world):
+    base, _, truth = truth_world
+    raw = base / "raw"
+    fails = failure_dates(padded(read(raw, "procedures_collectives"), "procedures_collectives"))
+    created = pd.to_datetime(padded(read(raw, "sirene_unites_legales"), "sirene_unites_legales")
+                             .set_index("siren")["dateCreationUniteLegale"])
+    for date in TRUTH_DATES[:-1]:
+        t = pd.Timestamp(date)
+        rows = truth[truth["periode"].astype(str) == date].set_index("siren")
+        assert (created.reindex(rows.index) < t.replace(day=1)).all()
+        f = fails.reindex(rows.index)
+        assert not (f < t).any(), "no failure before T"
+        positive = (f >= t) & (f < t + pd.DateOffset(months=18))
+        assert (rows["failure_18m"] == positive.astype(int)).all(), date
+        # Every failure of the horizon by a company created before T is a truth row.
+        horizon = fails[(fails >= t) & (fails < t + pd.DateOffset(months=18))]
+        assert set(horizon.index[created.reindex(horizon.index) < t]) <= set(rows.index)
+
+
+def test_truth_is_calibrated_and_ranks(truth_world):
+    from sklearn.metrics import average_precision_score
+
+    _, _, truth = truth_world
+    labelled = truth.dropna(subset=["failure_18m"])
+    p, y = labelled["p_failure_18m"].to_numpy(), labelled["failure_18m"].to_numpy()
+    # Given the truth, the realised count is a sum of (nearly independent: each company fails at
+    # most once and the horizons do not overlap) Bernoulli(p): its standard deviation is
+    # sqrt(sum p(1-p)). Monte Carlo noise on the mean of p is far smaller (100 paths x ~10k rows).
+    sd = np.sqrt((p * (1 - p)).sum()) / len(p)
+    assert len(p) > 8000 and y.sum() > 200
+    assert abs(p.mean() - y.mean()) < 4 * sd, (p.mean(), y.mean(), sd)
+    assert average_precision_score(y, p) > 4 * y.mean()
+    top = p >= np.quantile(p, 0.9)
+    assert y[top].mean() > 3 * y.mean()
+    sd_top = np.sqrt((p[top] * (1 - p[top])).sum()) / top.sum()
+    assert abs(p[top].mean() - y[top].mean()) < 4 * sd_top
+
+
+def test_raw_files_identical_with_and_without_truth(tmp_path):
+    generate_world(tmp_path / "plain", n_companies=300, seed=4)
+    counts = generate_world(tmp_path / "raw", n_companies=300, seed=4, truth_dir=tmp_path / "truth",
+                            truth_dates=["2020-01-01"], truth_paths=20)
+    assert digest(tmp_path / "plain") == digest(tmp_path / "raw")
+    assert [p.name for p in (tmp_path / "truth").iterdir()] == [generate.TRUTH_FILE]
+    again = generate_world(tmp_path / "raw", n_companies=300, seed=4, truth_dir=tmp_path / "truth2",
+                           truth_dates=["2020-01-01"], truth_paths=20)
+    assert counts == again and counts["truth"] > 0
+    assert digest(tmp_path / "truth") == digest(tmp_path / "truth2")
+
+
+def test_truth_arguments_are_checked(tmp_path):
+    raw = tmp_path / "raw"
+    for dates, message in ((["2020-01-15"], "first day of a month"),
+                           (["2014-01-01"], "first day of a month"),
+                           (["2030-01-01"], "first day of a month"),
+                           (["2020-13-01"], "not an ISO date")):
+        with pytest.raises(ValueError, match=message):
+            generate_world(raw, n_companies=20, truth_dir=tmp_path / "t", truth_dates=dates)
+    with pytest.raises(ValueError, match="outside the raw directory"):
+        generate_world(raw, n_companies=20, truth_dir=raw / "truth", truth_dates=["2020-01-01"])
+    with pytest.raises(ValueError, match="go together"):
+        generate_world(raw, n_companies=20, truth_dates=["2020-01-01"])
+    assert not raw.exists()
+
+
+def test_settings_change_the_world(tmp_path):
+    generate_world(tmp_path / "base", n_companies=600, seed=7)
+    generate_world(tmp_path / "stat", n_companies=600, seed=7, settings="statement_driven")
+    generate_world(tmp_path / "late", n_companies=600, seed=7,
+                   settings=generate.GENERATOR_SETTINGS["late_crisis"])
+    base, stat, late = (digest(tmp_path / d) for d in ("base", "stat", "late"))
+    assert base["sirene_unites_legales.csv"] == stat["sirene_unites_legales.csv"]
+    for name in ("dgfip_bilans.csv", "urssaf_debit.csv", "urssaf_cotisation.csv"):
+        assert base[name] != stat[name], name
+    debts = {d: len(read(tmp_path / d, "urssaf_debit")) for d in ("base", "stat")}
+    assert debts["stat"] < debts["base"], "debts follow health less"
+    hours = {}
+    for d in ("base", "late"):
+        conso = read(tmp_path / d, "ap_consommation")
+        hours[d] = conso["heures"].astype(float).groupby(conso["periode"].str[:4]).sum()
+    assert hours["base"].idxmax() == "2020" and hours["late"].idxmax() == "2022"
+    with pytest.raises(ValueError, match="unknown generator settings 'nope'.*baseline"):
+        generate_world(tmp_path / "x", n_companies=20, settings="nope")
+
+
+def test_cli_generate_options(tmp_path):
+    from click.testing import CliRunner
+
+    from sf_ml.cli import cli
+
+    choices = next(p for p in cli.commands["generate"].params if p.name == "settings").type.choices
+    assert list(choices) == list(generate.GENERATOR_SETTINGS)
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["generate", "--output-dir", str(tmp_path / "r"), "--truth-dir",
+                              str(tmp_path / "t"), "--truth-dates", "2022-01-01,2022-02-15"])
+    assert bad.exit_code == 2 and "first day of a month" in bad.output
+    alone = runner.invoke(cli, ["generate", "--output-dir", str(tmp_path / "r"), "--truth-dates",
+                                "2022-01-01"])
+    assert alone.exit_code == 2 and "go together" in alone.output
+    unknown = runner.invoke(cli, ["generate", "--output-dir", str(tmp_path / "r"),
+                                  "--settings", "x"])
+    assert unknown.exit_code == 2 and "baseline" in unknown.output
