@@ -20,7 +20,11 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-KINDS = ("carry", "count", "max", "mean", "lag", "diff", "ratio", "years_since")
+# Rolling kinds over the last `months` months, evaluated by _rolling.
+ROLLING_KINDS = ("count", "max", "min", "mean", "std", "slope", "months_positive", "since_increase",
+                 "since_first_positive")
+KINDS = ("carry", *ROLLING_KINDS, "lag", "diff", "growth", "ratio", "years_since")
+INTEGER_KINDS = ("count", "months_positive")
 # Rows gathered before a chunk is processed (cut at the last company boundary).
 CHUNK_ROWS = 200_000
 _MONTH_BITS = 20  # month indexes (year * 12 + month - 1) stay below 2**20 until year 87,000
@@ -34,8 +38,15 @@ class WindowOp:
         output: Name of the column produced.
         kind: ``carry`` (latest value so far, from the rows where ``known`` is true, else
             ``default``), ``count`` (non-null values over the last ``months`` months, current
-            included), ``max``, ``mean`` (idem), ``lag`` (value of the month exactly ``months``
-            earlier, null when that month has no row), ``diff`` (value minus its lag), ``ratio``
+            included), ``max``, ``min``, ``mean`` (idem), ``std`` (population standard
+            deviation of the window's values, null below 2 values), ``slope`` (least-squares
+            slope per month of the values against their month, null below 2 values),
+            ``months_positive`` (months of the window with a value > 0), ``since_increase``
+            (months since the latest month of the window whose value exceeds the month before's,
+            null if none), ``since_first_positive`` (months since the earliest month of the
+            window with a value > 0, null if none), ``lag`` (value of the month exactly ``months``
+            earlier, null when that month has no row), ``diff`` (value minus its lag), ``growth``
+            (value over its lag, minus 1; null for a lag <= 0), ``ratio``
             (sum of ``sources`` over ``denominator``, null for a zero or null denominator),
             ``years_since`` (years from the date ``source``, in days since 1970-01-01, to the
             row's month start, as Spark's ``months_between(month start, date) / 12``).
@@ -60,7 +71,7 @@ class WindowOp:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown window kind {self.kind!r}; one of {KINDS}")
-        if self.kind in ("count", "max", "mean", "lag", "diff") and self.months < 1:
+        if self.kind in (*ROLLING_KINDS, "lag", "diff", "growth") and self.months < 1:
             raise ValueError(f"{self.output}: {self.kind} needs months >= 1")
 
     def inputs(self) -> set[str]:
@@ -234,21 +245,67 @@ def _evaluate(
         return offsets.values(column, op.months)
     if op.kind == "diff":
         return column - offsets.values(column, op.months)
-    # Rolling windows over the last `months` months, oldest first (Spark's summation order).
-    total, count, largest = np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, np.nan)
-    for d in range(op.months - 1, -1, -1):
-        shifted = offsets.values(column, d) if d else column
+    if op.kind == "growth":
+        before = offsets.values(column, op.months)
+        return np.where(before > 0, column / np.where(before > 0, before, 1.0) - 1.0, np.nan)
+    return _rolling(op.kind, op.months, lambda d: offsets.values(column, d) if d else column)
+
+
+def _rolling(kind: str, months: int, at) -> np.ndarray:
+    """A rolling statistic over the months ``d = months - 1 .. 0`` before each row.
+
+    ``at(d)`` gives the column ``d`` months earlier (NaN where there is no row). Accumulated
+    oldest first, which is Spark's summation order for ``mean``.
+    """
+    if kind == "since_increase":
+        # Latest first: the smallest d whose month is above the month before it.
+        since = np.full(len(at(0)), np.nan)
+        for d in range(months):
+            rose = np.isnan(since) & (at(d) > at(d + 1))
+            since[rose] = d
+        return since
+    if kind == "since_first_positive":
+        since = np.full(len(at(0)), np.nan)
+        for d in range(months - 1, -1, -1):
+            since[np.isnan(since) & (at(d) > 0)] = d
+        return since
+    n = len(at(0))
+    count, total, extreme = np.zeros(n, dtype=np.int64), np.zeros(n), np.full(n, np.nan)
+    t_sum, tt_sum, tx_sum = np.zeros(n), np.zeros(n), np.zeros(n)
+    for d in range(months - 1, -1, -1):
+        shifted = at(d)
         present = ~np.isnan(shifted)
+        if kind == "months_positive":
+            count += shifted > 0
+            continue
         count += present
-        if op.kind == "mean":
-            total += np.where(present, shifted, 0.0)
-        elif op.kind == "max":
-            largest = np.fmax(largest, shifted)
-    if op.kind == "count":
+        value = np.where(present, shifted, 0.0)
+        total += value
+        if kind == "max":
+            extreme = np.fmax(extreme, shifted)
+        elif kind == "min":
+            extreme = np.fmin(extreme, shifted)
+        elif kind == "slope":
+            t = np.where(present, -float(d), 0.0)
+            t_sum += t
+            tt_sum += t * t
+            tx_sum += t * value
+    if kind in INTEGER_KINDS:
         return count
-    if op.kind == "max":
-        return largest
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    if kind in ("max", "min"):
+        return extreme
+    mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    if kind == "mean":
+        return mean
+    if kind == "slope":
+        spread = count * tt_sum - t_sum * t_sum
+        return np.where(count > 1, (count * tx_sum - t_sum * total) / np.where(spread > 0, spread, 1.0), np.nan)
+    # std: a second pass around the mean (no cancellation on large euro amounts).
+    squares = np.zeros(n)
+    for d in range(months):
+        shifted = at(d)
+        squares += np.where(np.isnan(shifted), 0.0, (shifted - mean) ** 2)
+    return np.where(count > 1, np.sqrt(squares / np.maximum(count, 1)), np.nan)
 
 
 def arrow_partition_windows(
@@ -382,7 +439,8 @@ def _evaluate_chunk(
         if op.output.startswith("__"):
             continue
         values = results[op.output] if mask is None else results[op.output][mask]
-        arrays.append(pa.array(values, type=pa.int64()) if op.kind == "count" else pa.array(values, from_pandas=True))
+        integer = op.kind in INTEGER_KINDS
+        arrays.append(pa.array(values, type=pa.int64()) if integer else pa.array(values, from_pandas=True))
         names.append(op.output)
     yield from pa.Table.from_arrays(arrays, names=names).to_batches()
 
@@ -403,6 +461,6 @@ def output_fields(input_fields: list, ops: list[WindowOp], drop: Iterable[str] =
         fields.append(T.StructField("periode", T.DateType(), True))
     for op in ops:
         if not op.output.startswith("__"):
-            kind = T.LongType() if op.kind == "count" else T.DoubleType()
+            kind = T.LongType() if op.kind in INTEGER_KINDS else T.DoubleType()
             fields.append(T.StructField(op.output, kind, True))
     return fields

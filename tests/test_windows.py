@@ -44,6 +44,30 @@ def test_rolling_windows_ignore_nulls_and_absent_months():
     assert out["n3"].dtype == np.int64
 
 
+def test_long_history_statistics_ignore_nulls_and_absent_months():
+    x = [1.0, 2.0, 4.0, NAN, 9.0, 10.0]
+    out = run({"x": x}, WindowOp("min3", "min", "x", 3), WindowOp("std3", "std", "x", 3),
+              WindowOp("slope3", "slope", "x", 3), WindowOp("growth1", "growth", "x", 1))
+    assert_same(out["min3"], [1.0, 1.0, 2.0, 4.0, 9.0, 9.0])
+    assert_same(out["std3"], [NAN, 0.5, 1.0, NAN, NAN, 0.5])  # population std, null below 2 values
+    # 103: 2 at month 101 and 4 at month 103: +1 per month (the absent month 102 counts as time).
+    assert_same(out["slope3"], [NAN, 1.0, 1.0, NAN, NAN, 1.0])
+    assert_same(out["growth1"], [NAN, 1.0, NAN, NAN, NAN, 10.0 / 9.0 - 1.0])
+
+
+def test_event_counts_and_months_since_events():
+    y = [0.0, 3.0, -1.0, NAN, 5.0, 0.0]
+    out = run({"y": y}, WindowOp("pos3", "months_positive", "y", 3),
+              WindowOp("up3", "since_increase", "y", 3), WindowOp("first3", "since_first_positive", "y", 3),
+              WindowOp("growth1", "growth", "y", 1))
+    assert out["pos3"].tolist() == [0, 1, 1, 0, 1, 1]
+    assert out["pos3"].dtype == np.int64
+    # 103: the latest rise in months 101..103 is 101 (3 > 0), 2 months ago; 102 and 104 have no row.
+    assert_same(out["up3"], [NAN, 0.0, 2.0, NAN, NAN, NAN])
+    assert_same(out["first3"], [NAN, 0.0, 2.0, NAN, 0.0, 1.0])
+    assert_same(out["growth1"], [NAN, NAN, NAN, NAN, NAN, -1.0])  # no growth from a zero
+
+
 def test_all_null_window_gives_null_mean_and_max():
     out = run({"x": [NAN] * 6}, WindowOp("m", "mean", "x", 12), WindowOp("mx", "max", "x", 12))
     assert np.isnan(out["m"]).all() and np.isnan(out["mx"]).all()
