@@ -15,8 +15,12 @@ from typing import Any
 
 import yaml
 
-AGGREGATIONS = ("lag", "diff", "mean")
-MODEL_TYPES = ("logistic_regression", "random_forest", "gbt")
+# Time aggregations of a variable over its last k months (see sf_ml.windows.WindowOp for each).
+AGGREGATIONS = ("lag", "diff", "mean", "growth", "min", "max", "std", "slope", "months_positive",
+                "since_increase", "since_first_positive")
+# The panel's text columns a model may read as categories (its metadata columns).
+CATEGORICAL_COLUMNS = ("naf_section", "code_naf", "region", "categorie_juridique")
+MODEL_TYPES = ("logistic_regression", "random_forest", "gbt", "xgboost")
 
 
 class ConfigError(ValueError):
@@ -29,13 +33,16 @@ class FeatureConfig:
 
     Args:
         variables: Base (monthly) features fed to the model.
-        time_aggregation: ``{"lag"|"diff"|"mean": {variable: [months, ...]}}``.
+        time_aggregation: ``{kind: {variable: [months, ...]}}`` with a kind of ``AGGREGATIONS``.
         missing_indicators: Add a ``<variable>_manquant`` 0/1 column per base variable.
+        categorical: Text columns of the panel fed to the model one-hot encoded (one of
+            ``CATEGORICAL_COLUMNS``: sector, region, legal form).
     """
 
     variables: list[str] = field(default_factory=list)
     time_aggregation: dict[str, dict[str, list[int]]] = field(default_factory=dict)
     missing_indicators: bool = False
+    categorical: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -43,8 +50,9 @@ class ModelConfig:
     """The classifier and its preprocessing.
 
     Args:
-        type: ``logistic_regression``, ``random_forest`` or ``gbt``.
-        params: Keyword arguments of the Spark ML estimator.
+        type: ``logistic_regression``, ``random_forest``, ``gbt`` or ``xgboost``.
+        params: Keyword arguments of the Spark ML estimator (``SparkXGBClassifier`` for
+            ``xgboost``, whose ``scale_pos_weight`` may be ``auto``).
         scale: Standard-scale the numeric features (linear models).
         bins: Features to bin into ordinal classes and one-hot encode, with their split points.
     """
@@ -66,6 +74,23 @@ class SamplingConfig:
 
     strategy: str = "oversample"
     minority_ratio: float = 0.35
+
+
+@dataclass
+class CalibrationConfig:
+    """How the model's probabilities are brought back to the real scale (:mod:`sf_ml.calibration`).
+
+    Args:
+        method: ``platt`` (fitted on the latest held-out rows), ``prior`` (exact resampling
+            correction) or ``none``.
+        months: The calibration slice: held-out companies over the last ``months`` periodes of
+            the training window.
+        min_positives: Fewest positives Platt scaling is fitted on; below, ``prior`` is used.
+    """
+
+    method: str = "platt"
+    months: int = 12
+    min_positives: int = 30
 
 
 @dataclass
@@ -91,6 +116,7 @@ class ExperimentConfig:
         model: Classifier and preprocessing.
         sampling: Class resampling.
         split: Train/test split.
+        calibration: Calibration of the probabilities.
         topic_groups: Explanation groups: ``{group: [base variables]}``.
         search_space: Hyperopt search space, ``{param: {"type": ..., ...}}``.
         seed: Random seed for splits, resampling and models.
@@ -103,6 +129,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     topic_groups: dict[str, list[str]] = field(default_factory=dict)
     search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     seed: int = 42
@@ -137,7 +164,7 @@ def _build(cls, data: dict[str, Any], where: str):
     for name, value in data.items():
         sub = {
             "features": FeatureConfig, "model": ModelConfig,
-            "sampling": SamplingConfig, "split": SplitConfig,
+            "sampling": SamplingConfig, "split": SplitConfig, "calibration": CalibrationConfig,
         }.get(name) if cls is ExperimentConfig else None
         kwargs[name] = _build(sub, value, f"{where}.{name}") if sub else value
     return cls(**kwargs)
@@ -153,12 +180,19 @@ def _validate(config: ExperimentConfig) -> ExperimentConfig:
                     f"features.time_aggregation.{kind}.{variable}: months must be positive "
                     f"integers, got {months}"
                 )
+    unknown = sorted(set(config.features.categorical) - set(CATEGORICAL_COLUMNS))
+    if unknown:
+        raise ConfigError(f"features.categorical: {unknown} not among {list(CATEGORICAL_COLUMNS)}")
     if config.model.type not in MODEL_TYPES:
         raise ConfigError(f"model.type: {config.model.type!r} is not one of {MODEL_TYPES}")
     if config.sampling.strategy not in ("oversample", "undersample", "none"):
         raise ConfigError(f"sampling.strategy: unknown strategy {config.sampling.strategy!r}")
     if not 0 < config.sampling.minority_ratio < 1:
         raise ConfigError("sampling.minority_ratio must be strictly between 0 and 1")
+    if config.calibration.method not in ("platt", "prior", "none"):
+        raise ConfigError(f"calibration.method: {config.calibration.method!r} is not platt, prior or none")
+    if config.calibration.months < 1:
+        raise ConfigError("calibration.months must be a positive number of months")
     if not 0 < config.split.test_fraction < 1:
         raise ConfigError("split.test_fraction must be strictly between 0 and 1")
     return config

@@ -23,6 +23,7 @@ RISK_LEVELS = {"risque_fort": 0.5, "risque_modere": 2.0}
 MAX_COLLECTED_ROWS = 5_000_000
 MAX_CURVE_POINTS = 1_000
 MAX_PLOTTED_FEATURES = 30
+CALIBRATION_PLOT_FLOOR = 1e-4  # lowest rate shown on the log axes of the reliability plot
 
 
 def collect_predictions(
@@ -31,7 +32,8 @@ def collect_predictions(
     probability_col: str = "probability",
     max_rows: int = MAX_COLLECTED_ROWS,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
+    raw_col: str | None = None,
+) -> tuple[np.ndarray, ...]:
     """Labels and probabilities of failure of a Spark predictions frame, as numpy arrays.
 
     Args:
@@ -40,25 +42,28 @@ def collect_predictions(
         probability_col: Spark ML probability vector column (class 1 is read).
         max_rows: Above this many rows a seeded uniform sample of about ``max_rows`` is taken.
         seed: Sampling seed.
+        raw_col: A double column to collect as well (e.g. the uncalibrated probability).
 
     Returns:
-        ``(y, p)``: int labels and float probabilities, same length.
+        ``(y, p)``, or ``(y, p, raw)`` with ``raw_col``: int labels and floats, same length.
     """
     from pyspark.sql import functions as F
 
     from sf_ml.modeling import positive_probability
 
-    pairs = predictions.where(F.col(label).isNotNull()).select(
-        F.col(label).cast("int").alias("y"), positive_probability(probability_col).alias("p")
-    )
+    columns = [F.col(label).cast("int").alias("y"), positive_probability(probability_col).alias("p")]
+    if raw_col:
+        columns.append(F.col(raw_col).cast("double").alias("raw"))
+    pairs = predictions.where(F.col(label).isNotNull()).select(*columns)
     rows = pairs.count()
     if rows > max_rows:
         log.warning("evaluating a seeded sample of %d of %d predictions", max_rows, rows)
         pairs = pairs.sample(False, max_rows / rows, seed)
-    # Only two numeric columns reach the driver: a test set or one month of companies is a few
-    # hundred thousand rows at most, and larger frames are sampled down to max_rows above.
+    # Only two or three numeric columns reach the driver: a test set or one month of companies is
+    # a few hundred thousand rows at most, and larger frames are sampled down to max_rows above.
     frame = pairs.toPandas()
-    return frame["y"].to_numpy(dtype=int), frame["p"].to_numpy(dtype=float)
+    out = (frame["y"].to_numpy(dtype=int), frame["p"].to_numpy(dtype=float))
+    return (*out, frame["raw"].to_numpy(dtype=float)) if raw_col else out
 
 
 def score_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -69,15 +74,19 @@ def score_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         p: Probabilities of class 1.
 
     Returns:
-        ``average_precision, roc_auc, brier, log_loss, positive_rate, rows`` (NaN where a
-        metric is undefined, e.g. one class only).
+        ``average_precision, roc_auc, brier, log_loss, ece, mean_probability, positive_rate,
+        rows`` (NaN where a metric is undefined, e.g. one class only).
     """
     from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    from sf_ml.calibration import expected_calibration_error
 
     y = np.asarray(y, dtype=int)
     p = np.asarray(p, dtype=float)
     both = 0 < y.sum() < len(y)
     return {
+        "ece": expected_calibration_error(y, p),
+        "mean_probability": float(p.mean()) if len(p) else float("nan"),
         "average_precision": float(average_precision_score(y, p)) if y.sum() else float("nan"),
         "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
         "brier": float(brier_score_loss(y, p, labels=[0, 1])) if len(y) else float("nan"),
@@ -178,7 +187,11 @@ def metrics_at_threshold(y: np.ndarray, p: np.ndarray, threshold: float, beta: f
 
 
 def evaluate(
-    y: np.ndarray, p: np.ndarray, thresholds: dict[str, float], levels: dict[str, float] | None = None
+    y: np.ndarray,
+    p: np.ndarray,
+    thresholds: dict[str, float],
+    levels: dict[str, float] | None = None,
+    p_uncalibrated: np.ndarray | None = None,
 ) -> dict[str, float]:
     """All metrics of one set at given alert thresholds, as a flat dict.
 
@@ -187,12 +200,21 @@ def evaluate(
         p: Probabilities of class 1.
         thresholds: ``{level: threshold}`` (see :func:`choose_thresholds`).
         levels: ``{level: beta}``; default :data:`RISK_LEVELS`.
+        p_uncalibrated: The classifier's probabilities before calibration, if any.
 
     Returns:
-        :func:`score_metrics` plus ``<level>_<metric>`` for :func:`metrics_at_threshold`.
+        :func:`score_metrics` plus ``<level>_<metric>`` for :func:`metrics_at_threshold`, and
+        ``uncalibrated_brier``, ``uncalibrated_ece``, ``uncalibrated_mean_probability`` with
+        ``p_uncalibrated``.
     """
+    from sf_ml.calibration import expected_calibration_error
+
     levels = levels or RISK_LEVELS
     metrics = score_metrics(y, p)
+    if p_uncalibrated is not None and len(y):
+        metrics["uncalibrated_brier"] = float(np.mean((np.asarray(p_uncalibrated) - y) ** 2))
+        metrics["uncalibrated_ece"] = expected_calibration_error(y, p_uncalibrated)
+        metrics["uncalibrated_mean_probability"] = float(np.mean(p_uncalibrated))
     for level, threshold in thresholds.items():
         for name, value in metrics_at_threshold(y, p, threshold, levels[level]).items():
             metrics[f"{level}_{name}"] = value
@@ -212,7 +234,8 @@ def curves(sets: dict[str, tuple[np.ndarray, np.ndarray]], levels: dict[str, flo
     Curves are thinned to at most :data:`MAX_CURVE_POINTS` points per set.
 
     Args:
-        sets: ``{set name: (y, p)}``.
+        sets: ``{set name: (y, p)}`` or ``{set name: (y, p, p_uncalibrated)}``; the uncalibrated
+            probabilities add a ``<set> before calibration`` reliability curve.
         levels: ``{level: beta}``; default :data:`RISK_LEVELS`.
 
     Returns:
@@ -223,7 +246,7 @@ def curves(sets: dict[str, tuple[np.ndarray, np.ndarray]], levels: dict[str, flo
 
     levels = levels or RISK_LEVELS
     parts: dict[str, list[pd.DataFrame]] = {"pr_curve": [], "roc_curve": [], "fbeta_threshold": [], "calibration": []}
-    for name, (y, p) in sets.items():
+    for name, (y, p, *uncalibrated) in sets.items():
         if len(y) == 0 or not 0 < np.sum(y) < len(y):
             continue
         precision, recall, thresholds = precision_recall_curve(y, p)
@@ -238,15 +261,16 @@ def curves(sets: dict[str, tuple[np.ndarray, np.ndarray]], levels: dict[str, flo
         for level, beta in levels.items():
             fbeta[f"f{beta:g}"] = fbeta_curve(y, p, beta)[1]
         parts["fbeta_threshold"].append(_thin(fbeta))
-        observed, predicted = calibration_curve(y, p, n_bins=10, strategy="quantile")
-        parts["calibration"].append(pd.DataFrame({
-            "set": name, "mean_predicted": predicted, "observed_rate": observed,
-        }))
+        for label, probabilities in ((name, p), *((f"{name} before calibration", u) for u in uncalibrated)):
+            observed, predicted = calibration_curve(y, probabilities, n_bins=10, strategy="quantile")
+            parts["calibration"].append(pd.DataFrame({
+                "set": label, "mean_predicted": predicted, "observed_rate": observed,
+            }))
     return {key: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame() for key, frames in parts.items()}
 
 
 def feature_importances(model, slot_names: list[str]) -> pd.DataFrame:
-    """Coefficients (linear model) or impurity importances (trees) per feature slot.
+    """Coefficients (linear model), impurity importances (trees) or gain shares (xgboost) per slot.
 
     Args:
         model: Fitted ``PipelineModel`` (its last stage is the classifier).
@@ -255,9 +279,13 @@ def feature_importances(model, slot_names: list[str]) -> pd.DataFrame:
     Returns:
         ``feature, kind, value`` sorted by decreasing ``|value|``.
     """
-    classifier = model.stages[-1]
+    from sf_ml.modeling import classifier_of, gain_importances
+
+    classifier = classifier_of(model)
     if hasattr(classifier, "coefficients"):
         kind, values = "coefficient", classifier.coefficients.toArray()
+    elif hasattr(classifier, "get_booster"):  # xgboost: share of the total split gain
+        kind, values = "gain", gain_importances(classifier, len(slot_names))
     else:
         kind, values = "importance", classifier.featureImportances.toArray()
     if len(values) != len(slot_names):
@@ -317,11 +345,18 @@ def figures(
             ax.annotate(level, (threshold, 0.02), rotation=90, fontsize=8)
         ax.legend()
     if not data["calibration"].empty:
-        ax = panel("calibration", "Calibration (quantile bins)", "mean predicted probability", "observed failure rate")
-        for name, part in data["calibration"].groupby("set", sort=False):
-            ax.plot(part["mean_predicted"], part["observed_rate"], marker="o", label=name)
-        ax.plot([0, 1], [0, 1], color="grey", linestyle=":")
-        ax.legend()
+        # Log axes: failures are rare, and the low deciles are where most companies are.
+        ax = panel("calibration", "Reliability (deciles of predicted probability)",
+                   "mean predicted probability", "observed failure rate")
+        calibration = data["calibration"]
+        floor = CALIBRATION_PLOT_FLOOR
+        for name, part in calibration.groupby("set", sort=False):
+            ax.plot(part["mean_predicted"].clip(lower=floor), part["observed_rate"].clip(lower=floor),
+                    marker="o", linestyle="--" if "before" in name else "-", label=name)
+        top = float(np.nanmax(calibration[["mean_predicted", "observed_rate"]].to_numpy())) * 1.5
+        ax.plot([floor, top], [floor, top], color="grey", linestyle=":", label="perfect calibration")
+        ax.set(xscale="log", yscale="log", xlim=(floor, top), ylim=(floor, top))
+        ax.legend(fontsize=8)
     if importances is not None and not importances.empty:
         top = importances.head(MAX_PLOTTED_FEATURES).iloc[::-1]
         fig, ax = plt.subplots(figsize=(7, 0.25 * len(top) + 1.5))
@@ -343,7 +378,7 @@ def log_evaluation(
     """Log evaluation plots (PNG) and their data (CSV) to the active MLflow run.
 
     Args:
-        sets: ``{set name: (y, p)}``, e.g. ``{"test": ..., "oot": ...}``.
+        sets: ``{set name: (y, p)}`` or ``(y, p, p_uncalibrated)``, e.g. ``{"test": ..., "oot": ...}``.
         thresholds: ``{level: threshold}``.
         importances: Output of :func:`feature_importances`, or None.
         artifact_dir: Run artifact directory.

@@ -12,9 +12,18 @@ What is explained, by classifier (``explanations.attrs["margin"]`` says it too):
 * gradient-boosted trees: the log-odds too. Spark's GBT margin is ``F = sum(w_t * tree_t(x))``
   with ``P = 1 / (1 + exp(-2F))``; path-dependent TreeSHAP explains ``2F``, so
   ``expected_value + sum(contrib)`` equals ``logit(P)`` up to floating point.
+* xgboost: the log-odds, from the booster's own TreeSHAP (``pred_contribs``) on the driver;
+  ``expected_value`` is its bias term (base score included), so ``expected_value +
+  sum(contrib)`` is the booster's margin. Missing inputs are not imputed: a NaN feature gets
+  the contribution of its split's default direction.
 * random forest: the probability itself. Spark averages the trees' normalized leaf class
   counts, so the forest is additive in probability, not in log-odds; TreeSHAP explains
   ``P(failure)`` and ``expected_value`` is the forest's mean training probability.
+
+A pipeline ending with its calibration stage (every trained model) is explained on the calibrated
+scale: the contributions are brought to the calibrated log-odds (:func:`calibrated_contributions`),
+so ``expected_value + sum(contrib)`` is ``logit`` of the calibrated probability the model serves,
+for every classifier (``attrs["margin"]`` is then ``"log_odds"``).
 
 Cost: path-dependent TreeSHAP is O(trees x leaves x depth^2) per company, about 6 CPU-seconds per
 1,000 companies for 100 trees of depth 9, so :func:`explain` runs it in Spark's Python workers
@@ -44,6 +53,7 @@ EXPECTED_VALUE = "expected_value"
 PROBABILITY = "probability"
 LOG_ODDS = "log_odds"
 _BIN_SLOT = re.compile(r"^(?P<variable>.+)_bin\d+$")
+_CATEGORY_SLOT = re.compile(r"^(?P<variable>[^=]+)=")
 _AGGREGATED = re.compile(rf"^(?P<variable>.+)_(?:{'|'.join(AGGREGATIONS)})\d+m$")
 _NODE_COLUMNS = ["treeID", "id", "prediction", "impurityStats", "leftChild", "rightChild",
                  "featureIndex", "threshold", "numCategories"]
@@ -53,7 +63,8 @@ def base_variable(slot_or_column: str, config: ExperimentConfig) -> str:
     """The base variable a model column or feature-vector slot is derived from.
 
     ``dette_sociale_patronale_lag3m`` -> ``dette_sociale_patronale``; ``paydex_diff12m`` and
-    ``paydex_bin3`` -> ``paydex``; ``effectif_manquant`` -> ``effectif``. A base variable maps to
+    ``paydex_bin3`` -> ``paydex``; ``effectif_manquant`` -> ``effectif``; ``naf_section=I`` ->
+    ``naf_section``. A base variable maps to
     itself, even one whose name looks aggregated (``dette_sur_cotisation_mean12m``).
 
     Args:
@@ -66,14 +77,14 @@ def base_variable(slot_or_column: str, config: ExperimentConfig) -> str:
     from sf_ml.modeling import IMPUTED_SUFFIX, MISSING_SUFFIX
 
     name = slot_or_column.removesuffix(IMPUTED_SUFFIX)
-    variables = set(config.features.variables) | set(config.model.bins)
+    variables = set(config.features.variables) | set(config.model.bins) | set(config.features.categorical)
     if name in variables:
         return name
     for kind in AGGREGATIONS:
         for variable, months in config.features.time_aggregation.get(kind, {}).items():
             if any(name == aggregated_name(variable, kind, m) for m in months):
                 return variable
-    for pattern in (_BIN_SLOT, _AGGREGATED):
+    for pattern in (_CATEGORY_SLOT, _BIN_SLOT, _AGGREGATED):
         match = pattern.match(name)
         if match and match["variable"] in variables:
             return match["variable"]
@@ -90,7 +101,7 @@ def explain(model, frame: DataFrame, config: ExperimentConfig, *, approximate: b
 
     Args:
         model: ``PipelineModel`` of :func:`sf_ml.modeling.build_pipeline` ending with a logistic
-            regression, random forest or GBT classifier.
+            regression, random forest, GBT or xgboost classifier.
         frame: Panel rows of one prediction month: ``siren`` (``periode`` optional) and the
             model's input columns. One row per company and a few dozen doubles per row come back
             to the driver: do not pass a whole panel.
@@ -105,7 +116,7 @@ def explain(model, frame: DataFrame, config: ExperimentConfig, *, approximate: b
         (variables of no group; a variable listed in several groups counts in the first), and
         ``expected_value``. ``expected_value + sum(contrib.*)`` is the explained margin,
         ``attrs["margin"]``: ``"log_odds"`` (``logit(probability)``; logistic regression, exact,
-        and GBT) or ``"probability"`` (random forest).
+        GBT and xgboost) or ``"probability"`` (random forest).
 
     Raises:
         TypeError: The classifier is of another kind.
@@ -116,11 +127,13 @@ def explain(model, frame: DataFrame, config: ExperimentConfig, *, approximate: b
         RandomForestClassificationModel,
     )
 
-    from sf_ml.modeling import feature_slot_names
+    from sf_ml.modeling import classifier_of, feature_slot_names
 
-    classifier = model.stages[-1]
+    from xgboost.spark import SparkXGBClassifierModel
+
+    classifier = classifier_of(model)
     if not isinstance(classifier, (LogisticRegressionModel, RandomForestClassificationModel,
-                                   GBTClassificationModel)):
+                                   GBTClassificationModel, SparkXGBClassifierModel)):
         raise TypeError(f"cannot explain a {type(classifier).__name__}")
     slots = feature_slot_names(model)
     scored = _scored(model, frame)
@@ -128,6 +141,11 @@ def explain(model, frame: DataFrame, config: ExperimentConfig, *, approximate: b
         table = scored.toArrow()  # one month: ~350k rows x a few dozen doubles on the driver
         phi = _matrix(table.column("__features"), len(slots)) * classifier.coefficients.toArray()
         expected, margin = float(classifier.intercept), LOG_ODDS
+    elif isinstance(classifier, SparkXGBClassifierModel):
+        table = scored.toArrow()  # like logistic regression: xgboost's TreeSHAP runs on the driver
+        features = _matrix(table.column("__features"), len(slots))
+        phi, expected = xgboost_contributions(classifier.get_booster(), features)
+        margin = LOG_ODDS
     else:
         trees = spark_tree_ensemble(classifier)
         table = _spark_tree_shap(scored, trees, len(slots), approximate)
@@ -135,7 +153,74 @@ def explain(model, frame: DataFrame, config: ExperimentConfig, *, approximate: b
         expected, margin = tree_expected_value(trees), trees.margin
     keys = table.select([c for c in table.column_names if not c.startswith("__")]).to_pandas()
     probability = table.column("__probability").to_numpy(zero_copy_only=False).astype(np.float64)
+    calibration = _calibration_of(model)
+    if calibration is not None:
+        phi, expected, margin = calibrated_contributions(phi, expected, margin, calibration)
     return _assemble(keys, probability, phi, expected, slots, config, margin)
+
+
+def _calibration_of(model):
+    """The :class:`sf_ml.calibration.Calibration` of a pipeline's last stage, or None."""
+    from sf_ml.calibration import CalibratedProbability
+
+    last = model.stages[-1]
+    return last.calibration() if isinstance(last, CalibratedProbability) else None
+
+
+def calibrated_contributions(phi: np.ndarray, expected: float, margin: str, calibration) -> tuple:
+    """Contributions to the classifier's margin, turned into contributions to the calibrated log-odds.
+
+    The calibration is affine in log-odds (``z = slope * logit(p) + intercept``): a log-odds
+    margin's contributions are multiplied by the slope and the intercept joins the expected
+    value, exactly. A probability margin (random forest) is not linear in log-odds: each row's
+    contributions are rescaled together so that they keep their shares and add up to the
+    row's calibrated log-odds minus that of the expected value.
+
+    Args:
+        phi: ``(rows, slots)`` contributions to the classifier's margin.
+        expected: The margin's expected value.
+        margin: ``"log_odds"`` or ``"probability"``.
+        calibration: The pipeline's calibration map.
+
+    Returns:
+        ``(phi, expected, "log_odds")`` on the calibrated log-odds scale.
+    """
+    from sf_ml.calibration import EPSILON
+
+    slope, intercept = calibration.slope, calibration.intercept
+    if margin == LOG_ODDS:
+        return phi * slope, slope * expected + intercept, LOG_ODDS
+
+    def calibrated_logit(p):
+        p = np.clip(p, EPSILON, 1 - EPSILON)
+        return slope * np.log(p / (1 - p)) + intercept
+
+    base = float(calibrated_logit(np.asarray(expected)))
+    total = phi.sum(axis=1)
+    moved = calibrated_logit(expected + total) - base
+    scale = np.divide(moved, total, out=np.zeros_like(total), where=np.abs(total) > 1e-12)
+    return phi * scale[:, None], base, LOG_ODDS
+
+
+def xgboost_contributions(booster, features: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per-row TreeSHAP contributions of an xgboost booster, in log-odds, and its bias.
+
+    Args:
+        booster: ``xgboost.Booster`` of a binary classifier.
+        features: ``(rows, slots)`` feature matrix, NaN where a value is missing.
+
+    Returns:
+        ``(phi, expected)``: ``phi`` of shape ``(rows, slots)`` and the bias term (the same for
+        every row), with ``expected + phi.sum(axis=1)`` equal to the booster's margin.
+    """
+    import xgboost
+
+    booster = booster.copy()
+    booster.set_param({"nthread": 0})  # all driver cores (training used one per Spark task)
+    width = features.shape[1]
+    rows = np.vstack([features, np.full((1, width), np.nan)])  # one row more: the bias without data
+    contribs = booster.predict(xgboost.DMatrix(rows, missing=np.nan), pred_contribs=True)
+    return contribs[:-1, :width].astype(np.float64), float(contribs[-1, width])
 
 
 def _scored(model, frame: DataFrame) -> DataFrame:
@@ -226,7 +311,8 @@ def spark_tree_ensemble(classifier, nodes: pd.DataFrame | None = None) -> TreeAr
     Random forest: a leaf's value is its class-1 share of (bootstrap-weighted) training counts
     divided by the number of trees, as Spark averages the trees' normalized counts. GBT: a
     leaf's value is ``2 * treeWeight * prediction``, so the trees add up to the log-odds.
-    Splits go left when ``x <= threshold`` in both Spark and shap.
+    Splits go left when ``x <= threshold`` in both Spark and shap; a split of a one-hot slot
+    (categorical with 2 categories in Spark) becomes the same split at 0.5.
 
     Args:
         classifier: ``RandomForestClassificationModel`` or ``GBTClassificationModel``.
@@ -236,7 +322,7 @@ def spark_tree_ensemble(classifier, nodes: pd.DataFrame | None = None) -> TreeAr
         The trees and the margin they add up to.
 
     Raises:
-        NotImplementedError: The trees have categorical splits.
+        NotImplementedError: The trees split a feature of more than 2 categories.
     """
     from pyspark.ml.classification import GBTClassificationModel
 
@@ -249,10 +335,17 @@ def spark_tree_ensemble(classifier, nodes: pd.DataFrame | None = None) -> TreeAr
         tree = tree.sort_values("id")
         if not np.array_equal(tree["id"].to_numpy(), np.arange(len(tree))):
             raise ValueError(f"tree {tree_id}: node ids are not 0..{len(tree) - 1}")
-        left = tree["leftChild"].to_numpy(np.int32)
+        left, right = tree["leftChild"].to_numpy(np.int32), tree["rightChild"].to_numpy(np.int32)
         internal = left >= 0
-        if np.any(internal & (tree["numCategories"].to_numpy() >= 0)):
-            raise NotImplementedError("explaining trees with categorical splits is not supported")
+        categories = tree["numCategories"].to_numpy()
+        if np.any(internal & (categories > 2)):
+            raise NotImplementedError("explaining trees with splits over more than 2 categories is not supported")
+        # A split of a 0/1 slot (one-hot) sending category c left: x <= 0.5 goes left when c is
+        # 0; when c is 1 the children swap.
+        binary = internal & (categories == 2)
+        thresholds = np.where(binary, 0.5, tree["threshold"].to_numpy(np.float64))
+        swap = binary & (tree["threshold"].to_numpy(np.float64) == 1.0)
+        left, right = np.where(swap, right, left), np.where(swap, left, right)
         stats = np.stack(tree["impurityStats"].to_numpy()).astype(np.float64)
         if boosted:
             cover = stats[:, 0]  # variance impurity: [weighted count, sum, sum of squares]
@@ -263,10 +356,10 @@ def spark_tree_ensemble(classifier, nodes: pd.DataFrame | None = None) -> TreeAr
             values = share / len(weights)
         trees.append({
             "children_left": left,
-            "children_right": tree["rightChild"].to_numpy(np.int32),
+            "children_right": right,
             "children_default": left.copy(),  # the pipeline imputes: no missing value reaches a tree
             "features": np.where(internal, tree["featureIndex"].to_numpy(), -2).astype(np.int32),
-            "thresholds": np.where(internal, tree["threshold"].to_numpy(np.float64), -2.0),
+            "thresholds": np.where(internal, thresholds, -2.0),
             "values": values.reshape(-1, 1),
             "node_sample_weight": cover,
         })
@@ -315,8 +408,9 @@ def saved_nodes(classifier) -> pd.DataFrame:
 
     Returns:
         One row per node: ``treeID``, preorder ``id``, ``prediction``, ``impurityStats``,
-        children ids (-1 for leaves), ``featureIndex``, ``threshold`` (NaN for leaves) and
-        ``numCategories`` (-1 unless the split is categorical).
+        children ids (-1 for leaves), ``featureIndex``, ``threshold`` (NaN for leaves; for a
+        categorical split, its first left category) and ``numCategories`` (-1 unless the split
+        is categorical).
     """
     import tempfile
     from pathlib import Path
@@ -365,6 +459,7 @@ def walked_nodes(classifier) -> pd.DataFrame:
             row["featureIndex"] = int(split.featureIndex())
             if split.getClass().getSimpleName() == "CategoricalSplit":
                 row["numCategories"] = int(split.numCategories())
+                row["threshold"] = float(split.leftCategories()[0])
             else:
                 row["threshold"] = float(split.threshold())
             row["leftChild"] = visit(tree_id, first_row, node.leftChild())

@@ -14,6 +14,8 @@ from pyspark.ml.feature import (
     OneHotEncoderModel,
     SQLTransformer,
     StandardScaler,
+    StringIndexer,
+    StringIndexerModel,
     VectorAssembler,
 )
 from pyspark.sql import Column, DataFrame
@@ -27,8 +29,20 @@ PROBABILITY_COL = "probability"  # Spark ML default of every classifier used
 IMPUTED_SUFFIX = "__imputed"
 BIN_SUFFIX = "__bin"
 ONE_HOT_SUFFIX = "__onehot"
+INDEX_SUFFIX = "__index"
+CATEGORY_SUFFIX = "__category"
 MISSING_SUFFIX = "_manquant"
 SPLIT_BUCKETS = 10_000
+XGBOOST = "xgboost"
+# model.type values whose learner handles missing values itself: no imputation stage, NaN features.
+NATIVE_MISSING_TYPES = (XGBOOST,)
+# XGBoost parameters that must be integers (hyperopt and YAML overrides may give floats).
+XGBOOST_INTEGER_PARAMS = (
+    "max_depth", "n_estimators", "num_workers", "max_bin", "max_leaves", "num_parallel_tree",
+    "early_stopping_rounds", "max_cat_to_onehot",
+)
+XGBOOST_DEFAULTS = {"num_workers": 1, "verbose": False}
+AUTO = "auto"
 
 
 def feature_columns(config: ExperimentConfig) -> list[str]:
@@ -47,6 +61,33 @@ def feature_columns(config: ExperimentConfig) -> list[str]:
     if config.features.missing_indicators:
         columns += [f"{variable}{MISSING_SUFFIX}" for variable in config.features.variables]
     return list(dict.fromkeys(columns))
+
+
+def input_columns(config: ExperimentConfig) -> list[str]:
+    """Every panel column the model reads: :func:`feature_columns`, then the categorical ones."""
+    return [*feature_columns(config), *config.features.categorical]
+
+
+def category_stages(categorical: list[str]) -> list:
+    """Index each categorical column by label (alphabetical) and one-hot encode it.
+
+    A label unseen in training, or a null, gets the indexer's extra "unknown" index, whose slot
+    the encoder drops: it scores as all zeros (no category) instead of failing.
+
+    Args:
+        categorical: Text columns.
+
+    Returns:
+        The two stages (none without categorical columns); outputs ``<column>__category``.
+    """
+    if not categorical:
+        return []
+    indexed = [c + INDEX_SUFFIX for c in categorical]
+    return [
+        StringIndexer(inputCols=list(categorical), outputCols=indexed, handleInvalid="keep",
+                      stringOrderType="alphabetAsc"),
+        OneHotEncoder(inputCols=indexed, outputCols=[c + CATEGORY_SUFFIX for c in categorical], dropLast=True),
+    ]
 
 
 def fill_values(config: ExperimentConfig, columns: list[str]) -> dict[str, float]:
@@ -104,26 +145,31 @@ def imputer(fill: dict[str, float]) -> SQLTransformer:
     return SQLTransformer(statement=f"SELECT *, {', '.join(expressions)} FROM __THIS__")
 
 
-def estimator(model_type: str, params: dict, seed: int | None = None):
+def estimator(model_type: str, params: dict, seed: int | None = None,
+              counts: tuple[int, int] | None = None):
     """The Spark ML classifier of ``model.type`` reading ``features`` and ``failure_18m``.
 
     Args:
-        model_type: ``logistic_regression``, ``random_forest`` or ``gbt``.
+        model_type: ``logistic_regression``, ``random_forest``, ``gbt`` or ``xgboost``.
         params: Estimator parameters (floats are accepted for integer parameters).
         seed: Random seed (ignored by logistic regression, which has none).
+        counts: ``(rows, positives)`` of the training rows, for ``scale_pos_weight: auto``
+            (xgboost only).
 
     Returns:
         An unfitted classifier.
     """
     from pyspark.ml.classification import GBTClassifier, LogisticRegression, RandomForestClassifier
 
+    if model_type == XGBOOST:
+        return xgboost_estimator(params, seed, counts)
     classes = {
         "logistic_regression": LogisticRegression,
         "random_forest": RandomForestClassifier,
         "gbt": GBTClassifier,
     }
     if model_type not in classes:
-        raise ConfigError(f"model.type: {model_type!r} is not one of {sorted(classes)}")
+        raise ConfigError(f"model.type: {model_type!r} is not one of {sorted([*classes, XGBOOST])}")
     model = classes[model_type](featuresCol=FEATURES_COL, labelCol=TARGET)
     unknown = sorted(name for name in params if not model.hasParam(name))
     if unknown:
@@ -134,27 +180,161 @@ def estimator(model_type: str, params: dict, seed: int | None = None):
     return model
 
 
+def xgboost_params(params: dict, counts: tuple[int, int] | None = None) -> dict:
+    """``model.params`` of an xgboost model, typed for ``SparkXGBClassifier``.
+
+    Integer parameters (:data:`XGBOOST_INTEGER_PARAMS`) given as floats are rounded to ints, and
+    ``scale_pos_weight: auto`` becomes negatives / positives of the training rows.
+
+    Args:
+        params: Parameters as configured or proposed by the tuner.
+        counts: ``(rows, positives)`` of the training rows (after resampling), for ``auto``.
+
+    Returns:
+        A new dict of parameters.
+
+    Raises:
+        ConfigError: ``scale_pos_weight: auto`` without usable counts.
+    """
+    typed = {
+        name: int(round(float(value))) if name in XGBOOST_INTEGER_PARAMS and value is not None else value
+        for name, value in params.items()
+    }
+    if typed.get("scale_pos_weight") == AUTO:
+        typed["scale_pos_weight"] = auto_scale_pos_weight(counts)
+    return typed
+
+
+def auto_scale_pos_weight(counts: tuple[int, int] | None) -> float:
+    """``scale_pos_weight: auto``: negatives / positives of the training rows.
+
+    Args:
+        counts: ``(rows, positives)``.
+
+    Returns:
+        The weight of a positive row relative to a negative one.
+
+    Raises:
+        ConfigError: No counts, or no positive or no negative row.
+    """
+    if counts is None:
+        raise ConfigError("model.params.scale_pos_weight: auto needs the training rows' class counts")
+    rows, positives = counts
+    if not 0 < positives < rows:
+        raise ConfigError(
+            f"model.params.scale_pos_weight: auto needs both classes ({positives} positives in {rows} rows)"
+        )
+    return (rows - positives) / positives
+
+
+def xgboost_estimator(params: dict, seed: int | None = None, counts: tuple[int, int] | None = None):
+    """An unfitted ``xgboost.spark.SparkXGBClassifier`` with the project's columns.
+
+    Missing values are NaN (``missing=nan``): the pipeline does not impute for xgboost, and each
+    split learns a default direction for them. ``num_workers`` defaults to 1 (one barrier task,
+    ``spark.task.cpus`` threads); set it to the cores available (2 on a ``local[2]`` session).
+
+    Args:
+        params: ``model.params`` (see :func:`xgboost_params`; unknown names are rejected).
+        seed: Random seed (``random_state``).
+        counts: ``(rows, positives)`` of the training rows, for ``scale_pos_weight: auto``.
+
+    Returns:
+        The estimator, writing ``rawPrediction``, ``probability`` and ``prediction``.
+    """
+    from xgboost.spark import SparkXGBClassifier
+
+    model = SparkXGBClassifier(
+        features_col=FEATURES_COL, label_col=TARGET, probability_col=PROBABILITY_COL,
+        prediction_col="prediction", missing=float("nan"),
+    )
+    unknown = sorted(name for name in params if not model.hasParam(name))
+    if unknown:
+        raise ConfigError(f"model.params: xgboost has no parameter(s) {unknown}")
+    model.setParams(**{**XGBOOST_DEFAULTS, **xgboost_params(params, counts)})
+    if seed is not None:
+        model.setParams(random_state=int(seed))
+    return model
+
+
+def model_requirements(model_type: str) -> list[str]:
+    """pip requirements a logged model of ``model.type`` needs besides pyspark and mlflow.
+
+    Args:
+        model_type: ``model.type``.
+
+    Returns:
+        ``["xgboost==<installed version>"]`` for xgboost, else nothing.
+    """
+    if model_type != XGBOOST:
+        return []
+    from importlib import metadata
+
+    return [f"xgboost=={metadata.version('xgboost')}"]
+
+
+def booster_of(model):
+    """The ``xgboost.Booster`` of a fitted pipeline (or of its ``SparkXGBClassifierModel`` stage)."""
+    classifier = classifier_of(model) if isinstance(model, PipelineModel) else model
+    return classifier.get_booster()
+
+
+def gain_importances(classifier, width: int):
+    """Total split gain of each feature slot of an xgboost classifier, normalised to sum to 1.
+
+    Total gain (not xgboost's average ``gain``) sums the loss reduction of every split on a slot,
+    as Spark's impurity importances do; slots no tree splits on get 0.
+
+    Args:
+        classifier: ``SparkXGBClassifierModel``.
+        width: Number of feature slots.
+
+    Returns:
+        A ``(width,)`` numpy array.
+    """
+    import numpy as np
+
+    values = np.zeros(width)
+    for name, gain in classifier.get_booster().get_score(importance_type="total_gain").items():
+        values[int(name.removeprefix("f"))] = gain
+    total = values.sum()
+    return values / total if total > 0 else values
+
+
 def build_pipeline(
-    config: ExperimentConfig, feature_columns: list[str], seed: int | None = None
+    config: ExperimentConfig, feature_columns: list[str], seed: int | None = None,
+    counts: tuple[int, int] | None = None,
 ) -> Pipeline:
     """The unfitted pipeline: imputation, binning, assembling, scaling and the classifier.
 
     Stages: a ``SQLTransformer`` filling nulls/NaNs with ``fill_default_values`` (also for
-    aggregated columns; 0.0 for columns without a default), then for each ``model.bins``
+    aggregated columns; 0.0 for columns without a default), the ``features.categorical``
+    columns indexed and one-hot encoded (:func:`category_stages`), then for each ``model.bins``
     variable a ``Bucketizer`` and a ``OneHotEncoder`` replacing the raw variable, a
     ``VectorAssembler``, a ``StandardScaler`` of the numeric (non one-hot) features when
     ``model.scale``, and the ``model.type`` estimator with ``model.params`` and the seed.
 
+    ``xgboost`` (:data:`NATIVE_MISSING_TYPES`) has no imputation stage: the raw columns are
+    assembled with ``handleInvalid="keep"``, nulls and NaNs become NaN slots, and a true 0.0
+    stays 0.0 (xgboost reads sparse vectors densely, see :func:`xgboost_estimator`).
+
     Args:
         config: Experiment configuration.
-        feature_columns: Panel columns to use (see :func:`feature_columns`).
+        feature_columns: Panel columns to use (see :func:`input_columns`); those of
+            ``features.categorical`` are encoded as categories.
         seed: Model seed; default ``config.seed``.
+        counts: ``(rows, positives)`` of the training rows, for ``scale_pos_weight: auto``.
 
     Returns:
         A ``Pipeline`` whose fitted model adds ``features``, ``probability`` and ``prediction``.
     """
     seed = config.seed if seed is None else seed
-    stages: list = [imputer(fill_values(config, feature_columns))]
+    categorical = [c for c in feature_columns if c in config.features.categorical]
+    feature_columns = [c for c in feature_columns if c not in categorical]
+    categories = [c + CATEGORY_SUFFIX for c in categorical]
+    if config.model.type in NATIVE_MISSING_TYPES:
+        return _native_missing_pipeline(config, feature_columns, categorical, seed, counts)
+    stages: list = [imputer(fill_values(config, feature_columns)), *category_stages(categorical)]
     binned = [v for v in config.model.bins if v in feature_columns]
     numeric = [c + IMPUTED_SUFFIX for c in feature_columns if c not in binned]
     one_hot = []
@@ -177,19 +357,33 @@ def build_pipeline(
         stages += [
             VectorAssembler(inputCols=numeric, outputCol="numeric_features"),
             StandardScaler(inputCol="numeric_features", outputCol="scaled_features", withMean=True, withStd=True),
-            VectorAssembler(inputCols=["scaled_features", *one_hot], outputCol=FEATURES_COL),
+            VectorAssembler(inputCols=["scaled_features", *one_hot, *categories], outputCol=FEATURES_COL),
         ]
     else:
-        stages.append(VectorAssembler(inputCols=[*numeric, *one_hot], outputCol=FEATURES_COL))
+        stages.append(VectorAssembler(inputCols=[*numeric, *one_hot, *categories], outputCol=FEATURES_COL))
     stages.append(estimator(config.model.type, config.model.params, seed))
     return Pipeline(stages=stages)
+
+
+def _native_missing_pipeline(
+    config: ExperimentConfig, feature_columns: list[str], categorical: list[str], seed: int,
+    counts: tuple[int, int] | None,
+) -> Pipeline:
+    """Categories, assembler (nulls kept as NaN) and a learner that handles missing values itself."""
+    if config.model.bins or config.model.scale:
+        raise ConfigError(f"model.bins and model.scale are not supported with model.type {config.model.type}")
+    inputs = [*feature_columns, *(c + CATEGORY_SUFFIX for c in categorical)]
+    assembler = VectorAssembler(inputCols=inputs, outputCol=FEATURES_COL, handleInvalid="keep")
+    return Pipeline(stages=[*category_stages(categorical), assembler,
+                            estimator(config.model.type, config.model.params, seed, counts)])
 
 
 def feature_slot_names(model: PipelineModel) -> list[str]:
     """Names of the slots of the ``features`` vector of a fitted pipeline.
 
     Numeric features keep their panel name; one-hot bins are named ``<variable>_bin<k>``
-    (``paydex_bin3`` is the 4th interval of ``model.bins.paydex``).
+    (``paydex_bin3`` is the 4th interval of ``model.bins.paydex``) and categories
+    ``<column>=<label>`` (``naf_section=I``).
 
     Args:
         model: A pipeline fitted by :func:`build_pipeline`.
@@ -198,7 +392,11 @@ def feature_slot_names(model: PipelineModel) -> list[str]:
         One name per vector slot, in order.
     """
     sizes: dict[str, int] = {}
+    labels: dict[str, list[str]] = {}
     for stage in model.stages:
+        if isinstance(stage, StringIndexerModel):
+            for column, names in zip(stage.getInputCols(), stage.labelsArray):
+                labels[column + CATEGORY_SUFFIX] = list(names)
         if isinstance(stage, OneHotEncoderModel):
             extra = int(stage.getHandleInvalid() == "keep") - int(stage.getDropLast())
             for column, size in zip(stage.getOutputCols(), stage.categorySizes):
@@ -211,12 +409,30 @@ def feature_slot_names(model: PipelineModel) -> list[str]:
             return [name for inner in by_output[column] for name in expand(inner)]
         if column == "scaled_features":
             return expand("numeric_features")
+        if column in labels:
+            variable = column.removesuffix(CATEGORY_SUFFIX)
+            return [f"{variable}={label}" for label in labels[column][:sizes[column]]]
         if column in sizes:
             variable = column.removesuffix(ONE_HOT_SUFFIX)
             return [f"{variable}_bin{k}" for k in range(sizes[column])]
         return [column.removesuffix(IMPUTED_SUFFIX)]
 
     return expand(FEATURES_COL)
+
+
+def classifier_of(model: PipelineModel):
+    """The fitted classifier of a pipeline: its last stage that is not a calibration stage.
+
+    Args:
+        model: A pipeline fitted by :func:`build_pipeline`, possibly followed by
+            :class:`sf_ml.calibration.CalibratedProbability`.
+
+    Returns:
+        The classifier model stage.
+    """
+    from sf_ml.calibration import CalibratedProbability
+
+    return [stage for stage in model.stages if not isinstance(stage, CalibratedProbability)][-1]
 
 
 def positive_probability(column: str = PROBABILITY_COL) -> Column:

@@ -131,11 +131,11 @@ def evaluate_version(model_uri: str, features_dir: str | Path, start: str, end: 
     from pyspark.sql import functions as F
 
     from sf_ml import evaluation as E
-    from sf_ml.modeling import feature_columns
+    from sf_ml.modeling import input_columns
     from sf_ml.panel import TARGET
     from sf_ml.registry import thresholds_for, version_config
 
-    columns = feature_columns(version_config(model_uri))
+    columns = input_columns(version_config(model_uri))
     panel = spark.read.parquet(str(features_dir))
     missing = sorted(set(columns) - set(panel.columns))
     if missing:

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "sf_ml"
-TRACKED_LIBRARIES = ("mlflow", "pyspark", "scikit-learn", "hyperopt", "pandas", "numpy", "pyarrow")
+TRACKED_LIBRARIES = ("mlflow", "pyspark", "scikit-learn", "hyperopt", "pandas", "numpy", "pyarrow", "xgboost")
 
 
 # Database errors of concurrent writes to a tracking store (the store rolls the request back).

@@ -1,10 +1,14 @@
 """Stage ``train``: fit the configured pipeline on a features panel, evaluate, log, register.
 
 Rows with a known label in ``[train_start, train_end]`` are split by siren (80/20 by default);
-the training companies are resampled and the pipeline is fitted on them. Two test sets are
-scored: the held-out companies over the same window (``test_``, where the alert thresholds are
-chosen) and the same held-out companies at later periodes with known labels (``oot_``,
-out-of-time, thresholds applied unchanged). The fitted ``PipelineModel`` is logged with a
+the training companies are resampled and the pipeline is fitted on them, then calibrated: a
+log-odds map fitted on the held-out companies' latest months (:mod:`sf_ml.calibration`) becomes
+the model's last stage, so every probability it returns is on the real scale. Three test sets
+are scored: the held-out companies over the same window (``test_``, where the alert thresholds are
+chosen), the same companies over the window's latest ``calibration.months`` months (``latest_``,
+the closest known to the future: what ``tune`` selects on), and the same companies at later
+periodes with known labels (``oot_``, out-of-time, thresholds applied unchanged); each reports
+Brier and ECE before and after calibration. The fitted ``PipelineModel`` is logged with a
 signature and a synthetic input example, then registered as a new version with alias
 ``challenger``, its thresholds and main metrics as version tags.
 """
@@ -30,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT_PATH = "model"
 VERSION_TAG_METRICS = (
-    "test_average_precision", "test_roc_auc", "oot_average_precision", "oot_roc_auc",
+    "test_average_precision", "test_roc_auc", "latest_average_precision", "oot_average_precision", "oot_roc_auc",
     "oot_risque_fort_precision", "oot_risque_fort_recall",
     "oot_risque_modere_precision", "oot_risque_modere_recall",
 )
@@ -55,10 +59,10 @@ def synthetic_input_example(config: ExperimentConfig, columns: list[str]) -> pd.
 
     Args:
         config: Experiment configuration (to map aggregated columns to their variable).
-        columns: Model input columns (:func:`sf_ml.modeling.feature_columns`).
+        columns: Model input columns (:func:`sf_ml.modeling.input_columns`).
 
     Returns:
-        A pandas frame: doubles, and int32 ``*_manquant`` indicators.
+        A pandas frame: doubles, int32 ``*_manquant`` indicators and text categorical columns.
     """
     from sf_ml.config import AGGREGATIONS, aggregated_name
     from sf_ml.modeling import MISSING_SUFFIX
@@ -71,6 +75,9 @@ def synthetic_input_example(config: ExperimentConfig, columns: list[str]) -> pd.
     }
     data: dict[str, Any] = {}
     for column in columns:
+        if column in config.features.categorical:
+            data[column] = ["X", "Y", None]  # labels of no real category: scored as unknown
+            continue
         if column.endswith(MISSING_SUFFIX):
             data[column] = np.array([0, 0, 1], dtype=np.int32)
             continue
@@ -90,6 +97,8 @@ class TrainingSets:
         train: Labelled rows of the training companies within the window (not resampled).
         test: Labelled rows of the held-out companies within the window.
         oot: Labelled rows of the held-out companies after the window (out-of-time).
+        calibration: The rows of ``test`` in the last ``calibration.months`` periodes of the
+            window, where the probability calibration is fitted.
         columns: Model input columns.
         rows: Rows of ``train``.
         positives: Positive rows of ``train``.
@@ -99,6 +108,7 @@ class TrainingSets:
     train: Any
     test: Any
     oot: Any
+    calibration: Any
     columns: list[str]
     rows: int
     positives: int
@@ -126,11 +136,11 @@ def training_sets(
     """
     from pyspark.sql import functions as F
 
-    from sf_ml.modeling import class_counts, feature_columns, held_out, split_by_siren
+    from sf_ml.modeling import class_counts, held_out, input_columns, split_by_siren
 
     if str(train_start)[:10] > str(train_end)[:10]:
         raise TrainingDataError(f"train_start {train_start} is after train_end {train_end}")
-    columns = feature_columns(config)
+    columns = input_columns(config)
     panel = spark.read.parquet(str(features_dir))
     missing = sorted({"siren", "periode", TARGET, *columns} - set(panel.columns))
     if missing:
@@ -142,25 +152,34 @@ def training_sets(
     window = labelled.where((F.col("periode") >= start) & (F.col("periode") <= end))
     train, test = split_by_siren(window, config.split.test_fraction, seed)
     oot = labelled.where((F.col("periode") > end) & held_out("siren", config.split.test_fraction, seed))
+    calibration = test.where(F.col("periode") > F.add_months(end, -config.calibration.months))
     rows, positives = class_counts(train)
     if rows == 0:
         raise TrainingDataError(f"no labelled rows in {features_dir} between {train_start} and {train_end}")
     if positives == 0:
         raise TrainingDataError(f"no positive ({TARGET}=1) rows between {train_start} and {train_end}")
-    return TrainingSets(panel, train, test, oot, columns, rows, positives)
+    return TrainingSets(panel, train, test, oot, calibration, columns, rows, positives)
 
 
 def fit(config: ExperimentConfig, sets: TrainingSets, seed: int) -> tuple[Any, dict[str, float]]:
-    """Resample the training set and fit the configured pipeline on it.
+    """Resample the training set, fit the configured pipeline on it, then calibrate it.
+
+    The calibration (:mod:`sf_ml.calibration`) is fitted on ``sets.calibration`` and appended to
+    the pipeline as its last stage, so the returned model predicts real-scale probabilities.
 
     Args:
-        config: Experiment configuration (model, sampling).
+        config: Experiment configuration (model, sampling, calibration).
         sets: Output of :func:`training_sets`.
         seed: Resampling and model seed.
 
     Returns:
-        ``(PipelineModel, metrics)`` with ``train_*`` counts and ``fit_seconds``.
+        ``(PipelineModel, metrics)`` with ``train_*`` counts, ``fit_seconds`` and the
+        ``calibration_*`` parameters.
     """
+    from pyspark.ml import PipelineModel
+
+    from sf_ml.calibration import fit_calibration, odds_ratio
+    from sf_ml.evaluation import collect_predictions
     from sf_ml.modeling import build_pipeline, class_counts, resample
 
     sampling = config.sampling
@@ -170,32 +189,45 @@ def fit(config: ExperimentConfig, sets: TrainingSets, seed: int) -> tuple[Any, d
     rows, positives = class_counts(balanced)
     log.info("training on %d rows (%d positives), %d after %s", sets.rows, sets.positives, rows, sampling.strategy)
     began = time.monotonic()
-    model = build_pipeline(config, sets.columns, seed).fit(balanced)
-    return model, {
+    model = build_pipeline(config, sets.columns, seed, counts=(rows, positives)).fit(balanced)
+    fit_seconds = time.monotonic() - began
+    k = odds_ratio(positives / rows, sets.positives / sets.rows)
+    settings = config.calibration
+    calibration = fit_calibration(settings.method, *collect_predictions(model.transform(sets.calibration)),
+                                  k, settings.min_positives)
+    log.info("calibration %s: slope %.3f, intercept %.3f on %d rows (%d positives)", calibration.method,
+             calibration.slope, calibration.intercept, calibration.rows, calibration.positives)
+    return PipelineModel(stages=[*model.stages, calibration.stage()]), {
         "train_rows": float(sets.rows), "train_positive_rate": sets.positives / sets.rows,
         "train_rows_resampled": float(rows), "train_positive_rate_resampled": positives / rows,
-        "fit_seconds": time.monotonic() - began,
+        "fit_seconds": fit_seconds, "resampling_odds_ratio": k, **calibration.metrics(),
     }
 
 
 def evaluate_model(model, sets: TrainingSets) -> tuple[dict, dict[str, float], dict[str, dict[str, float]]]:
     """Score both test sets, choose the thresholds on the grouped test set, apply them to both.
 
+    Thresholds are chosen on calibrated probabilities. Each set also reports its expected
+    calibration error and, ``uncalibrated_*``, the Brier score and ECE of the classifier's own
+    probabilities (before calibration).
+
     Args:
-        model: Fitted ``PipelineModel``.
+        model: Fitted ``PipelineModel`` ending with its calibration stage (see :func:`fit`).
         sets: Output of :func:`training_sets`.
 
     Returns:
-        ``(predictions, thresholds, metrics_by_set)``: ``{"test"|"oot": (y, p)}``,
-        ``{level: threshold}`` and ``{"test"|"oot": metrics}`` (unprefixed).
+        ``(predictions, thresholds, metrics_by_set)``: ``{"test"|"latest"|"oot": (y, p,
+        p_uncalibrated)}``, ``{level: threshold}`` and ``{"test"|"latest"|"oot": metrics}``
+        (unprefixed).
 
     Raises:
         TrainingDataError: The grouped test set has no rows or no positives.
     """
     from sf_ml import evaluation as E
+    from sf_ml.calibration import RAW_PROBABILITY_COL
 
-    predictions = {"test": E.collect_predictions(model.transform(sets.test)),
-                   "oot": E.collect_predictions(model.transform(sets.oot))}
+    predictions = {name: E.collect_predictions(model.transform(frame), raw_col=RAW_PROBABILITY_COL)
+                   for name, frame in (("test", sets.test), ("latest", sets.calibration), ("oot", sets.oot))}
     y_test = predictions["test"][0]
     if len(y_test) == 0 or y_test.sum() == 0:
         raise TrainingDataError(
@@ -204,8 +236,8 @@ def evaluate_model(model, sets: TrainingSets) -> tuple[dict, dict[str, float], d
         )
     if len(predictions["oot"][0]) == 0:
         log.warning("no labelled periode after the training window: no out-of-time evaluation")
-    thresholds = E.choose_thresholds(*predictions["test"])
-    by_set = {name: E.evaluate(y, p, thresholds) for name, (y, p) in predictions.items()}
+    thresholds = E.choose_thresholds(*predictions["test"][:2])
+    by_set = {name: E.evaluate(y, p, thresholds, p_uncalibrated=raw) for name, (y, p, raw) in predictions.items()}
     return predictions, thresholds, by_set
 
 
@@ -216,8 +248,9 @@ def _finite(metrics: dict[str, float]) -> dict[str, float]:
 def log_pipeline_model(model, config: ExperimentConfig, columns: list[str]) -> Any:
     """Log a fitted pipeline with the Spark flavor, a signature and a synthetic input example.
 
-    MLflow checks the example by scoring it with the logged model. The pyfunc output is Spark's
-    ``prediction`` (class at 0.5); scoring reads ``probability`` from the Spark flavor instead.
+    MLflow checks the example by scoring it with the logged model. The pyfunc output,
+    ``prediction``, is the calibrated probability of a failure within 18 months: the last stage,
+    :class:`sf_ml.calibration.CalibratedProbability`, writes it there.
 
     Args:
         model: Fitted ``PipelineModel``.
@@ -233,10 +266,14 @@ def log_pipeline_model(model, config: ExperimentConfig, columns: list[str]) -> A
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
+    from sf_ml.modeling import model_requirements
+
     example = synthetic_input_example(config, columns)
     # Every input may be null (the pipeline imputes); indicators are ints like in the panel.
+    kinds = {c: "string" for c in config.features.categorical}
     inputs = Schema([
-        ColSpec("integer" if example[c].dtype == np.int32 else "double", c, required=False) for c in columns
+        ColSpec(kinds.get(c, "integer" if example[c].dtype == np.int32 else "double"), c, required=False)
+        for c in columns
     ])
     signature = ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "prediction")]))
     return mlflow.spark.log_model(
@@ -244,7 +281,8 @@ def log_pipeline_model(model, config: ExperimentConfig, columns: list[str]) -> A
         artifact_path=MODEL_ARTIFACT_PATH,
         signature=signature,
         input_example=example,
-        pip_requirements=[f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}"],
+        pip_requirements=[f"pyspark=={pyspark.__version__}", f"mlflow=={mlflow.__version__}",
+                          *model_requirements(config.model.type)],
     )
 
 

@@ -1,7 +1,9 @@
 """Stage ``tune``: hyperparameter search, each trial a nested MLflow run, best model registered.
 
-The search space is the experiment config's ``search_space``; the objective is the grouped-test
-average precision (companies held out of training, same window). Trials run through
+The search space is the experiment config's ``search_space``; the objective is the average
+precision on the held-out companies over the window's latest ``calibration.months`` months (the
+``latest`` set of :mod:`sf_ml.train`: the labelled months nearest to the future the model will
+score; the whole-window grouped test is logged next to it). Trials run through
 :class:`sf_ml.tuner.Tuner` (hyperopt TPE by default), ``parallelism`` at a time on the driver.
 The best parameters are then trained once more by :func:`sf_ml.train.train_model` inside the
 parent run, which logs the full evaluation and registers the version as ``challenger``.
@@ -110,7 +112,8 @@ def tune_model(
         experiment_id, parent_id = parent.info.experiment_id, parent.info.run_id
         sets = training_sets(spark, features_dir, config, train_start, train_end, seed)
         # Every trial reads the same two frames: materialise them once.
-        sets = dataclasses.replace(sets, train=sets.train.cache(), test=sets.test.cache())
+        sets = dataclasses.replace(sets, train=sets.train.cache(), test=sets.test.cache(),
+                                   calibration=sets.calibration.cache())
         run_ids: dict[int, str] = {}
 
         def objective(number: int, params: dict[str, Any]) -> float:
@@ -124,9 +127,10 @@ def tune_model(
                 for name, value in params.items():
                     client.log_param(child.info.run_id, name, value)
                 model, fit_metrics = fit(with_model_params(config, params), sets, seed)
-                scores = score_metrics(*collect_predictions(model.transform(sets.test)))
-                metrics = {**fit_metrics, **{f"test_{k}": v for k, v in scores.items()},
-                           "trial_seconds": time.monotonic() - began}
+                scores = score_metrics(*collect_predictions(model.transform(sets.calibration)))
+                test = score_metrics(*collect_predictions(model.transform(sets.test)))
+                metrics = {**fit_metrics, **{f"latest_{k}": v for k, v in scores.items()},
+                           **{f"test_{k}": v for k, v in test.items()}, "trial_seconds": time.monotonic() - began}
                 for name, value in metrics.items():
                     client.log_metric(child.info.run_id, name, float(value))
             except Exception:
@@ -140,12 +144,13 @@ def tune_model(
         search_seconds = time.monotonic() - began
         sets.train.unpersist()
         sets.test.unpersist()
+        sets.calibration.unpersist()
         best = min(trials, key=lambda t: t.loss)
         table = _log_trials(trials, run_ids)
         mlflow.set_tags({"best_trial": str(best.number), "best_trial_run_id": run_ids[best.number]})
         mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
         mlflow.log_metrics({
-            "best_trial_test_average_precision": -best.loss,
+            "best_trial_latest_average_precision": -best.loss,
             "search_seconds": search_seconds,
             "seconds_per_trial": search_seconds / len(trials),
         })

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from sf_ml.config import load_config
+from sf_ml.config import AGGREGATIONS, load_config
 from sf_ml.contract import TABLES
 from sf_ml.panel import TARGET, build_panel
 
@@ -56,11 +56,17 @@ def test_truncation_invariance(spark, raw_world, tmp_path):
     """Deleting every record dated on or after T changes no feature of periode T."""
     from sf_ml.ingest import read_raw
 
-    config = load_config("waterfall")  # the richest aggregations
+    # Every aggregation kind: waterfall's and xgboost_history's long-history windows.
+    aggregations = load_config("waterfall").features.time_aggregation
+    for kind, spec in load_config("xgboost_history").features.time_aggregation.items():
+        for variable, months in spec.items():
+            merged = aggregations.setdefault(kind, {}).setdefault(variable, [])
+            merged += [m for m in months if m not in merged]
+    assert set(aggregations) == set(AGGREGATIONS)
     cutoffs = ["2019-01-01", "2020-07-01"]
 
     def panel_rows(tables, start, end):
-        panel = build_panel(tables, start, end, config.features.time_aggregation,
+        panel = build_panel(tables, start, end, aggregations,
                             labels_until="2023-12-31", missing_indicators=True)
         return panel.drop(TARGET).toPandas()
 
