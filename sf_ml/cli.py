@@ -282,6 +282,24 @@ def score(model_uri: str, prediction_date: str, features_dir: str, raw_dir: str,
     )
 
 
+@cli.command()
+@click.option("--scores-dir", required=True,
+              help="Directory of past scoring outputs (each predictions.parquet with its manifest.json), at any depth.")
+@click.option("--features-dir", required=True,
+              help="Features panel from a later export: its known failure_18m labels are the outcomes.")
+def monitor(scores_dir: str, features_dir: str) -> None:
+    """Compare past alert lists with the outcomes now known: AP, alert precision/recall, calibration."""
+    from sf_ml.monitor import MonitoringError, format_summary, monitor_scorings
+    from sf_ml.tracking import stage_run
+
+    with stage_run("monitor", dict(scores_dir=scores_dir, features_dir=features_dir)):
+        try:
+            summary = monitor_scorings(scores_dir, features_dir)
+        except MonitoringError as error:
+            _fail(error)
+    click.echo(format_summary(summary))
+
+
 @cli.command("run-all")
 @click.option("--workdir", default="data", show_default=True, help="Directory for world, features and scores.")
 @click.option("--raw-dir", default="", help="Contract raw directory (default: generate a synthetic world).")
