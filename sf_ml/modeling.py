@@ -205,6 +205,25 @@ def xgboost_params(params: dict, counts: tuple[int, int] | None = None) -> dict:
     return typed
 
 
+def positive_weight(config: ExperimentConfig, counts: tuple[int, int]) -> float:
+    """The weight of a positive training row relative to a negative one (1.0 without weighting).
+
+    Weighting positives by w multiplies the odds the model learns by w, like resampling does:
+    the prior calibration divides by both.
+
+    Args:
+        config: Experiment configuration (``model.params.scale_pos_weight`` of xgboost).
+        counts: ``(rows, positives)`` of the rows the model is fitted on.
+
+    Returns:
+        The weight.
+    """
+    if config.model.type != XGBOOST or "scale_pos_weight" not in config.model.params:
+        return 1.0
+    return float(xgboost_params({"scale_pos_weight": config.model.params["scale_pos_weight"]}, counts)
+                 ["scale_pos_weight"])
+
+
 def auto_scale_pos_weight(counts: tuple[int, int] | None) -> float:
     """``scale_pos_weight: auto``: negatives / positives of the training rows.
 

@@ -180,7 +180,7 @@ def fit(config: ExperimentConfig, sets: TrainingSets, seed: int) -> tuple[Any, d
 
     from sf_ml.calibration import fit_calibration, odds_ratio
     from sf_ml.evaluation import collect_predictions
-    from sf_ml.modeling import build_pipeline, class_counts, resample
+    from sf_ml.modeling import build_pipeline, class_counts, positive_weight, resample
 
     sampling = config.sampling
     # Not persisted: the estimators cache their own assembled input.
@@ -191,7 +191,7 @@ def fit(config: ExperimentConfig, sets: TrainingSets, seed: int) -> tuple[Any, d
     began = time.monotonic()
     model = build_pipeline(config, sets.columns, seed, counts=(rows, positives)).fit(balanced)
     fit_seconds = time.monotonic() - began
-    k = odds_ratio(positives / rows, sets.positives / sets.rows)
+    k = odds_ratio(positives / rows, sets.positives / sets.rows) * positive_weight(config, (rows, positives))
     settings = config.calibration
     calibration = fit_calibration(settings.method, *collect_predictions(model.transform(sets.calibration)),
                                   k, settings.min_positives)

@@ -153,3 +153,10 @@ def test_mlflow_spark_round_trip(spark, fitted, tracking_uri):
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-12)
     requirements = mlflow.pyfunc.get_model_dependencies(info.model_uri)
     assert "xgboost==3.2.0" in open(requirements).read()
+
+
+def test_positive_weight_enters_the_prior_correction():
+    assert M.positive_weight(load_config("xgboost"), (100, 20)) == 1.0
+    weighted = load_config("xgboost", ["model.params.scale_pos_weight=auto"])
+    assert M.positive_weight(weighted, (100, 20)) == 4.0
+    assert M.positive_weight(load_config("tree_based"), (100, 20)) == 1.0
