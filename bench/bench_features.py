@@ -17,8 +17,12 @@ round measures floor and build back to back, so its ratio is taken under the sam
 with several rounds, the median ratio per size and the growth of the median build are printed
 too (on this machine, load alone moves the ratio of one round by several tenths).
 
+``--compare CONFIG`` also builds the panel of another config in each round, right after the
+standard one, and prints its build time over the standard's (the long-history features of
+``xgboost_history``: target <= 1.5).
+
 Usage: python bench/bench_features.py [--sizes 10000 50000] [--workdir /tmp/sf_ml_bench] [--no-warmup]
-       [--repeat N]
+       [--repeat N] [--compare xgboost_history]
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--end", default="2023-12-01")
     parser.add_argument("--no-warmup", action="store_true", help="measure from a cold JVM")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of floor and build per size")
+    parser.add_argument("--compare", default=None, help="another config built after the standard one")
     args = parser.parse_args()
 
     from sf_ml.config import load_config
@@ -87,6 +92,11 @@ def main() -> None:
                   f"validation alone {validation / floor:.2f}x floor, {summary['rows']} panel rows")
             shutil.rmtree(work / f"floor_{size}", ignore_errors=True)
             rounds.append((floor, build))
+            if args.compare:
+                other = build_features(raw, work / f"features_{size}_{args.compare}", load_config(args.compare),
+                                       args.start, args.end, spark=spark)
+                print(f"{label} {args.compare} build {other['seconds']:.1f} s: x{other['seconds'] / build:.2f} "
+                      f"the standard build (target <= 1.5)")
         ratios = [build / floor for floor, build in rounds]
         if len(rounds) > 1:
             print(f"[{size}] median ratio {statistics.median(ratios):.2f} over {len(rounds)} rounds "
