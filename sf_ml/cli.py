@@ -9,6 +9,7 @@ import sys
 import click
 
 from sf_ml import server as server_defaults  # standard library only: nothing heavy at import
+from sf_ml.config import DEFAULT_CONFIG
 
 
 def _fail(error: Exception) -> None:
@@ -103,7 +104,7 @@ def ingest(raw_dir: str, output_dir: str) -> None:
 @cli.command("build-features")
 @click.option("--raw-dir", required=True, help="Raw directory following the data contract.")
 @click.option("--output-dir", required=True, help="Features directory (parquet partitioned by periode).")
-@click.option("--config", default="standard", show_default=True, help="Experiment config (name or path).")
+@click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
 @click.option("--start", required=True, help="First periode to build (ISO date, first of a month).")
 @click.option("--end", required=True, help="Last periode to build (ISO date).")
 @click.option("--labels-until", default=None, help="Date the judgments are known to (default: latest judgment).")
@@ -131,7 +132,7 @@ def build_features(raw_dir: str, output_dir: str, config: str, start: str, end: 
 
 @cli.command()
 @click.option("--features-dir", required=True, help="Features directory (parquet partitioned by periode).")
-@click.option("--config", default="standard", show_default=True, help="Experiment config (name or path).")
+@click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
 @click.option("--train-start", required=True, help="First training periode (ISO date).")
 @click.option("--train-end", required=True, help="Last training periode (ISO date); later ones are out-of-time.")
 @click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
@@ -166,7 +167,7 @@ def train(features_dir: str, config: str, train_start: str, train_end: str, mode
 
 @cli.command()
 @click.option("--features-dir", required=True, help="Features directory (parquet partitioned by periode).")
-@click.option("--config", default="standard", show_default=True, help="Experiment config (name or path).")
+@click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
 @click.option("--train-start", required=True, help="First training periode (ISO date).")
 @click.option("--train-end", required=True, help="Last training periode (ISO date); later ones are out-of-time.")
 @click.option("--max-evals", type=int, default=20, show_default=True, help="Number of trials.")
@@ -200,7 +201,7 @@ def tune(features_dir: str, config: str, train_start: str, train_end: str, max_e
 
 @cli.command()
 @click.option("--features-dir", required=True, help="Features directory (parquet partitioned by periode).")
-@click.option("--config", default="standard", show_default=True, help="Experiment config (name or path).")
+@click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
 @click.option("--prediction-dates", required=True, help="Comma-separated prediction dates (ISO).")
 @click.option("--train-start", default="", help="First training periode (default: the panel's first).")
 @click.option("--seed", default="", help="Seed of split, resampling and models (default: the config's).")
@@ -303,7 +304,7 @@ def monitor(scores_dir: str, features_dir: str) -> None:
 @cli.command("run-all")
 @click.option("--workdir", default="data", show_default=True, help="Directory for world, features and scores.")
 @click.option("--raw-dir", default="", help="Contract raw directory (default: generate a synthetic world).")
-@click.option("--config", default="standard", show_default=True, help="Experiment config (name or path).")
+@click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
 @click.option("--n-companies", type=int, default=5000, show_default=True, help="Companies of the generated world.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated world.")
 @click.option("--start", default="2016-01-01", show_default=True, help="First periode of the panel.")

@@ -18,6 +18,9 @@ import yaml
 # Time aggregations of a variable over its last k months (see sf_ml.windows.WindowOp for each).
 AGGREGATIONS = ("lag", "diff", "mean", "growth", "min", "max", "std", "slope", "months_positive",
                 "since_increase", "since_first_positive")
+# The config of main, train, tune, backtest and the demo unless told otherwise: the best of
+# bench/bench_quality.py (see the README's table).
+DEFAULT_CONFIG = "xgboost_history"
 # The panel's text columns a model may read as categories (its metadata columns).
 CATEGORICAL_COLUMNS = ("naf_section", "code_naf", "region", "categorie_juridique")
 MODEL_TYPES = ("logistic_regression", "random_forest", "gbt", "xgboost")

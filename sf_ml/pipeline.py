@@ -13,6 +13,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from sf_ml.config import DEFAULT_CONFIG
+
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -64,7 +66,7 @@ def run_step(entry_point: str, parameters: dict[str, Any], outputs: list[str] | 
 def run_all(
     workdir: str = "data",
     raw_dir: str | None = None,
-    config: str = "standard",
+    config: str = DEFAULT_CONFIG,
     n_companies: int = 5000,
     seed: int = 0,
     start: str = "2016-01-01",

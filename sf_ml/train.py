@@ -5,8 +5,8 @@ the training companies are resampled and the pipeline is fitted on them, then ca
 log-odds map fitted on the held-out companies' latest months (:mod:`sf_ml.calibration`) becomes
 the model's last stage, so every probability it returns is on the real scale. Three test sets
 are scored: the held-out companies over the same window (``test_``, where the alert thresholds are
-chosen), the same companies over the window's latest ``calibration.months`` months (``latest_``,
-the closest known to the future: what ``tune`` selects on), and the same companies at later
+chosen, and what ``tune`` selects on), the same companies over the window's latest
+``calibration.months`` months (``latest_``, where the calibration is fitted), and the same companies at later
 periodes with known labels (``oot_``, out-of-time, thresholds applied unchanged); each reports
 Brier and ECE before and after calibration. The fitted ``PipelineModel`` is logged with a
 signature and a synthetic input example, then registered as a new version with alias

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,16 @@ def test_stage_run_logs_params_config_commit_and_versions(tracking_uri):
     assert "git_commit" in logged.data.tags
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.json")
     assert json.load(open(path))["model"]["params"]["regParam"] == 0.12
+
+
+def test_every_entry_point_defaults_to_the_one_default_config():
+    import yaml
+
+    from sf_ml.config import DEFAULT_CONFIG, load_config
+
+    project = yaml.safe_load((Path(__file__).resolve().parent.parent / "MLproject").read_text())
+    defaults = {name: spec["parameters"]["config"]["default"]
+                for name, spec in project["entry_points"].items() if "config" in spec["parameters"]}
+    assert set(defaults) >= {"main", "train", "tune", "backtest"}
+    assert set(defaults.values()) == {DEFAULT_CONFIG}
+    assert load_config(DEFAULT_CONFIG).name == DEFAULT_CONFIG
