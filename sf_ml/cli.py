@@ -3,6 +3,7 @@ parameters, opens the stage's MLflow run and calls one function of one module.""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
 
@@ -28,8 +29,6 @@ def cli(log_level: str) -> None:
 
 def _truth_dates(ctx, param, value: str) -> tuple[str, ...]:
     """Comma-separated first-of-month ISO dates, checked (click callback)."""
-    import datetime as dt
-
     dates = tuple(part.strip() for part in (value or "").split(",") if part.strip())
     for text in dates:
         try:
@@ -254,11 +253,12 @@ def promote(model_name: str, candidate: str, features_dir: str, dry_run: bool, e
 @cli.command()
 @click.option("--model-uri", default="models:/sf_failure@champion", show_default=True,
               help="Registered model: models:/<name>@<alias> or models:/<name>/<version>.")
-@click.option("--prediction-date", required=True, help="Date scored (ISO); its month's first day is the periode.")
+@click.option("--prediction-date", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Date scored (ISO, YYYY-MM-DD); its month's first day is the periode.")
 @click.option("--features-dir", default="", help="Features panel holding the periode (or --raw-dir).")
 @click.option("--raw-dir", default="", help="Raw directory: the month is built with the model's config (or --features-dir).")
 @click.option("--output-dir", required=True, help="Directory replaced atomically by predictions, alert list, manifest.")
-def score(model_uri: str, prediction_date: str, features_dir: str, raw_dir: str, output_dir: str) -> None:
+def score(model_uri: str, prediction_date: dt.datetime, features_dir: str, raw_dir: str, output_dir: str) -> None:
     """Score every company in scope at a date with a registered model; write the alert list."""
     from sf_ml.ingest import RawDataError
     from sf_ml.score import ScoringError, score_companies
@@ -267,7 +267,8 @@ def score(model_uri: str, prediction_date: str, features_dir: str, raw_dir: str,
     features_dir, raw_dir = features_dir.strip() or None, raw_dir.strip() or None
     if (features_dir is None) == (raw_dir is None):
         _fail(ScoringError("give exactly one of --features-dir and --raw-dir"))
-    params = dict(model_uri=model_uri, prediction_date=prediction_date, features_dir=features_dir or "",
+    prediction_date = prediction_date.date().replace(day=1)
+    params = dict(model_uri=model_uri, prediction_date=prediction_date.isoformat(), features_dir=features_dir or "",
                   raw_dir=raw_dir or "", output_dir=output_dir)
     with stage_run("score", params):
         try:

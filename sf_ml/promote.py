@@ -133,9 +133,10 @@ def evaluate_version(model_uri: str, features_dir: str | Path, start: str, end: 
     from sf_ml import evaluation as E
     from sf_ml.modeling import input_columns
     from sf_ml.panel import TARGET
-    from sf_ml.registry import thresholds_for, version_config
+    from sf_ml.registry import resolve_version
 
-    columns = input_columns(version_config(model_uri))
+    version = resolve_version(model_uri)
+    columns = input_columns(version.config)
     panel = spark.read.parquet(str(features_dir))
     missing = sorted(set(columns) - set(panel.columns))
     if missing:
@@ -144,11 +145,11 @@ def evaluate_version(model_uri: str, features_dir: str | Path, start: str, end: 
         F.col(TARGET).isNotNull() & (F.col("periode") >= F.lit(start).cast("date"))
         & (F.col("periode") <= F.lit(end).cast("date"))
     ).select("siren", "periode", TARGET, *columns)
-    model = mlflow.spark.load_model(model_uri)
+    model = mlflow.spark.load_model(version.version_uri)
     y, p = E.collect_predictions(model.transform(rows))
     if len(y) == 0:
         raise ValueError(f"no labelled row between {start} and {end} in {features_dir}")
-    return E.evaluate(y, p, thresholds_for(model_uri))
+    return E.evaluate(y, p, version.thresholds)
 
 
 def promote(

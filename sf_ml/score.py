@@ -1,10 +1,13 @@
 """Stage ``score``: score every company in scope at a prediction date with a registered model.
 
 The model URI (``models:/sf_failure@champion`` by default, or ``models:/<name>/<version>``) is
-resolved once to a registered version; that exact version is loaded with the Spark flavor and
-its alert thresholds (version tags) and training configuration (``config.json`` of its training
-run) travel with it. Features come from a features directory (the ``periode`` partition of the
-date) or are built for that month only from a raw directory with the model's configuration.
+resolved once by :func:`sf_ml.registry.resolve_version` to a version with its alert thresholds
+(version tags) and training configuration. That exact version is loaded the way any MLflow client
+loads it (``mlflow.pyfunc.load_model``) and its pyfunc ``predict`` gives the probabilities; the
+explanations read the Spark pipeline that same pyfunc wraps. Features come from a features
+directory (the ``periode`` partition of the date) or are built for that month only from a raw
+directory with the model's configuration. The stages: :func:`month_features` ->
+:func:`load_month` -> :func:`predict` -> explanations -> :func:`write_scoring` -> logging.
 
 Outputs, written atomically into ``output_dir`` (a staging directory moved into place):
 
@@ -34,7 +37,7 @@ import math
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +46,12 @@ import pandas as pd
 
 from sf_ml.config import ExperimentConfig
 from sf_ml.panel import METADATA_COLUMNS
+from sf_ml.registry import THRESHOLD_LEVELS, RegisteredVersion, RegistryError, resolve_version
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_URI = "models:/sf_failure@champion"
-LEVELS = ("risque_fort", "risque_modere")  # from the highest threshold down
+LEVELS = THRESHOLD_LEVELS  # from the highest threshold down
 NO_ALERT = "pas_d_alerte"
 ALERTS = (*LEVELS, NO_ALERT)
 TOP_K = 3
@@ -66,81 +70,12 @@ class ScoringError(ValueError):
     """A scoring that cannot run: unresolvable model, unusable features or an empty date."""
 
 
-@dataclass(frozen=True)
-class ScoringModel:
-    """A registered model version resolved for scoring.
-
-    Args:
-        uri: The URI asked for (may hold an alias).
-        name: Registered model name.
-        version: Version number the URI resolved to.
-        run_id: The training run of that version.
-        thresholds: ``{"risque_fort": t, "risque_modere": t}`` from the version's tags.
-        config: The training configuration (``config.json`` of the training run).
-    """
-
-    uri: str
-    name: str
-    version: int
-    run_id: str
-    thresholds: dict[str, float]
-    config: ExperimentConfig = field(compare=False)
-
-    @property
-    def version_uri(self) -> str:
-        """``models:/<name>/<version>``: the exact version, immune to a moving alias."""
-        return f"models:/{self.name}/{self.version}"
-
-
-def resolve_model(model_uri: str) -> ScoringModel:
-    """Resolve a registry URI to a version with its thresholds and training configuration.
-
-    Args:
-        model_uri: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
-
-    Returns:
-        The resolved version (the model itself is not loaded).
-
-    Raises:
-        ScoringError: Malformed URI, unknown name, alias or version, missing threshold tags, or
-            no readable ``config.json`` in the training run.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from sf_ml.config import ConfigError, _build, _validate
-    from sf_ml.registry import THRESHOLD_TAG_PREFIX, model_version
-
+def resolve_model(model_uri: str) -> RegisteredVersion:
+    """:func:`sf_ml.registry.resolve_version`, its refusals raised as :class:`ScoringError`."""
     try:
-        version = model_version(model_uri)
-    except MlflowException as error:
-        raise ScoringError(
-            f"model {model_uri!r} does not resolve to a registered version "
-            f"(unknown name, alias or version): {error.message}"
-        ) from error
-    except ValueError as error:
+        return resolve_version(model_uri)
+    except RegistryError as error:
         raise ScoringError(str(error)) from error
-    tags = dict(version.tags or {})
-    thresholds = {}
-    for level in LEVELS:
-        raw = tags.get(f"{THRESHOLD_TAG_PREFIX}{level}")
-        if raw is None:
-            raise ScoringError(
-                f"{model_uri} (version {version.version}) has no {THRESHOLD_TAG_PREFIX}{level} tag: "
-                "register it with sf_ml.train"
-            )
-        thresholds[level] = float(raw)
-    run_id = version.run_id or tags.get("run_id")
-    if not run_id:
-        raise ScoringError(f"{model_uri} (version {version.version}) has no training run")
-    try:
-        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json")
-        config = _validate(_build(ExperimentConfig, data, f"config.json of run {run_id}"))
-    except (MlflowException, OSError, ConfigError) as error:
-        raise ScoringError(
-            f"cannot read the training configuration (config.json) of run {run_id} of {model_uri}: {error}"
-        ) from error
-    return ScoringModel(model_uri, version.name, int(version.version), run_id, thresholds, config)
 
 
 def alert_levels(probabilities, thresholds: dict[str, float]) -> np.ndarray:
@@ -184,15 +119,15 @@ def month_frame(spark, features_dir: str | Path, prediction_date: dt.date, confi
         config: The model's configuration (its feature columns are required).
 
     Returns:
-        ``siren, periode``, the metadata columns (null where the panel lacks them) and the
-        model's feature columns: a lazy frame (partition-pruned read).
+        ``siren, periode``, the metadata columns (text; null where the panel lacks them, unless
+        the model reads them) and the model's feature columns: a lazy frame (partition-pruned read).
 
     Raises:
         ScoringError: Missing directory or model columns.
     """
     from pyspark.sql import functions as F
 
-    from sf_ml.modeling import feature_columns
+    from sf_ml.modeling import feature_columns, input_columns
 
     path = Path(features_dir)
     if not path.exists():
@@ -202,7 +137,7 @@ def month_frame(spark, features_dir: str | Path, prediction_date: dt.date, confi
     except Exception as error:  # AnalysisException: no parquet file
         raise ScoringError(f"cannot read a features panel in {features_dir}: {error}") from error
     columns = feature_columns(config)
-    missing = [c for c in ("siren", "periode", *columns) if c not in panel.columns]
+    missing = [c for c in ("siren", "periode", *input_columns(config)) if c not in panel.columns]
     if missing:
         raise ScoringError(
             f"features in {features_dir} lack the model's column(s) {missing}: rebuild them with the "
@@ -235,16 +170,22 @@ def frame_digest(frame) -> tuple[int, int, str]:
     return rows, int(row["sirens"]), hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _to_pandas(frame) -> pd.DataFrame:
-    """``toPandas`` with Arrow on for the call (much faster on wide frames), then restored."""
-    conf = frame.sparkSession.conf
+@contextlib.contextmanager
+def _arrow_transfers(spark):
+    """Arrow for pandas <-> Spark transfers during the block (much faster on wide frames), then restored."""
     key = "spark.sql.execution.arrow.pyspark.enabled"
-    before = conf.get(key, "false")
-    conf.set(key, "true")
+    before = spark.conf.get(key, "false")
+    spark.conf.set(key, "true")
     try:
-        return frame.toPandas()
+        yield
     finally:
-        conf.set(key, before)
+        spark.conf.set(key, before)
+
+
+def _to_pandas(frame) -> pd.DataFrame:
+    """``toPandas`` with Arrow transfers."""
+    with _arrow_transfers(frame.sparkSession):
+        return frame.toPandas()
 
 
 def _explanations(model, frame, config: ExperimentConfig, values: pd.DataFrame) -> tuple[pd.DataFrame, list]:
@@ -260,35 +201,53 @@ def _explanations(model, frame, config: ExperimentConfig, values: pd.DataFrame) 
     return explained, tops
 
 
-def predictions_table(scored: pd.DataFrame, explained: pd.DataFrame, tops: list, model: ScoringModel,
-                      scored_at: str) -> pd.DataFrame:
-    """The predictions file: one row per company, sorted by siren.
+def predictions_schema(groups: list[str]):
+    """The predictions file's columns and types, in order: the one declaration of its schema.
 
-    Columns: ``siren, periode, code_naf, naf_section, region, categorie_juridique, probability,
-    alert, model_name, model_version, run_id, scored_at, expected_value, group_<group>...,
-    top<i>_feature, top<i>_contribution, top<i>_value`` (i = 1..3; null where fewer features
-    push the risk up).
+    Args:
+        groups: The model's topic groups (one ``group_<group>`` column each, sorted).
+
+    Returns:
+        A ``pyarrow.Schema``.
     """
+    import pyarrow as pa
+
+    text, number = pa.string(), pa.float64()
+    fields = [("siren", text), ("periode", pa.date32()), *[(c, text) for c in METADATA_COLUMNS],
+              ("probability", number), ("alert", text), ("model_name", text), ("model_version", pa.int64()),
+              ("run_id", text), ("scored_at", text), ("expected_value", number)]
+    fields += [(f"group_{group}", number) for group in sorted(groups)]
+    for i in range(1, TOP_K + 1):
+        fields += [(f"top{i}_feature", text), (f"top{i}_contribution", number), (f"top{i}_value", number)]
+    return pa.schema(fields)
+
+
+def predictions_table(scored: pd.DataFrame, explained: pd.DataFrame, tops: list, model: RegisteredVersion,
+                      scored_at: str) -> pd.DataFrame:
+    """The predictions file: one row per company, sorted by siren, columns of :func:`predictions_schema`.
+
+    ``top<i>_*`` (i = 1..3) are null where fewer features push the risk up.
+    """
+    groups = [c.removeprefix("group.") for c in explained.columns if c.startswith("group.")]
     table = scored[["siren", "periode", *METADATA_COLUMNS, "probability", "alert"]].copy()
     table["model_name"] = model.name
     table["model_version"] = np.int64(model.version)
     table["run_id"] = model.run_id
     table["scored_at"] = scored_at
-    if "expected_value" in explained.columns:
-        table["expected_value"] = explained["expected_value"].astype(float).to_numpy()
-    for column in sorted(c for c in explained.columns if c.startswith("group.")):
-        table["group_" + column.removeprefix("group.")] = explained[column].astype(float).to_numpy()
+    table["expected_value"] = (explained["expected_value"].astype(float).to_numpy()
+                               if "expected_value" in explained.columns else np.nan)
+    for group in groups:
+        table[f"group_{group}"] = explained[f"group.{group}"].astype(float).to_numpy()
     for i in range(TOP_K):
         entries = [row[i] if i < len(row) else None for row in tops]
         table[f"top{i + 1}_feature"] = [e["feature"] if e else None for e in entries]
-        table[f"top{i + 1}_contribution"] = [_finite_or_none(e["contribution"]) if e else None for e in entries]
-        table[f"top{i + 1}_value"] = [_finite_or_none(e["value"]) if e else None for e in entries]
         for kind in ("contribution", "value"):
-            table[f"top{i + 1}_{kind}"] = table[f"top{i + 1}_{kind}"].astype(float)
-    return table.reset_index(drop=True)
+            table[f"top{i + 1}_{kind}"] = np.array([_finite_or_none(e[kind]) if e else None for e in entries],
+                                                   dtype=float)
+    return table[predictions_schema(groups).names].reset_index(drop=True)
 
 
-def alert_list(table: pd.DataFrame, model: ScoringModel, prediction_date: dt.date, scored_at: str,
+def alert_list(table: pd.DataFrame, model: RegisteredVersion, prediction_date: dt.date, scored_at: str,
                counts: dict[str, int]) -> dict[str, Any]:
     """The front end's list: header, then each company on alert, riskiest first (ties by siren)."""
     groups = [c for c in table.columns if c.startswith("group_")]
@@ -324,16 +283,10 @@ def alert_list(table: pd.DataFrame, model: ScoringModel, prediction_date: dt.dat
 
 
 def _dump_json(data: Any, path: Path) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-
-
-def _dump_alert_list(data: dict[str, Any], path: Path) -> None:
-    """The header indented, then one alert per line: readable, and fast (C encoder) on long lists."""
-    head = json.dumps({k: v for k, v in data.items() if k != "alerts"}, indent=2, ensure_ascii=False,
-                      allow_nan=False)
-    lines = [json.dumps(alert, ensure_ascii=False, allow_nan=False) for alert in data["alerts"]]
-    alerts = "[\n" + ",\n".join("    " + line for line in lines) + "\n  ]" if lines else "[]"
-    path.write_text(head[:-2] + f',\n  "alerts": {alerts}\n}}\n', encoding="utf-8")
+    """UTF-8, indented, no NaN (a non-finite value is an error, not an invalid JSON token)."""
+    with path.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False, allow_nan=False)
+        handle.write("\n")
 
 
 def _sha256(path: Path) -> str:
@@ -342,19 +295,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _arrow_type(column: str):
-    import pyarrow as pa
-
-    if column == "periode":
-        return pa.date32()
-    if column == "model_version":
-        return pa.int64()
-    if column in ("probability", "expected_value") or column.startswith("group_") or \
-            column.endswith(("_contribution", "_value")):
-        return pa.float64()
-    return pa.string()
 
 
 def write_outputs(target: Path, table: pd.DataFrame, alerts: dict, manifest: dict) -> dict:
@@ -372,7 +312,8 @@ def write_outputs(target: Path, table: pd.DataFrame, alerts: dict, manifest: dic
 
     from sf_ml.io import atomic_directory
 
-    schema = pa.schema([(column, _arrow_type(column)) for column in table.columns])
+    groups = [c.removeprefix("group_") for c in table.columns if c.startswith("group_")]
+    schema = predictions_schema(groups)
     with atomic_directory(target) as staging:
         staging.mkdir(parents=True, exist_ok=True)
         arrow = pa.Table.from_pandas(table, schema=schema, preserve_index=False)
@@ -380,7 +321,7 @@ def write_outputs(target: Path, table: pd.DataFrame, alerts: dict, manifest: dic
         pq.write_table(arrow, staging / PREDICTIONS_PARQUET, compression="snappy")
         csv = table.assign(periode=table["periode"].map(lambda d: d.isoformat()))
         csv.to_csv(staging / PREDICTIONS_CSV, index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
-        _dump_alert_list(alerts, staging / ALERT_LIST)
+        _dump_json(alerts, staging / ALERT_LIST)
         manifest = {**manifest, "files": {
             name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
             for name in (PREDICTIONS_PARQUET, PREDICTIONS_CSV, ALERT_LIST)
@@ -422,7 +363,7 @@ def previous_scoring(model_name: str, prediction_date: dt.date, exclude_run_id: 
     return max(earlier, key=lambda r: (r.data.tags["prediction_date"], r.info.start_time or 0))
 
 
-def _drift(frame, columns: list[str], model: ScoringModel, prediction_date: dt.date, run_id: str | None):
+def _drift(frame, columns: list[str], model: RegisteredVersion, prediction_date: dt.date, run_id: str | None):
     """This scoring's feature profile, and PSI against the previous scoring's profile if any."""
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -466,7 +407,7 @@ def _log_distribution(probabilities: np.ndarray, thresholds: dict[str, float], p
     plt.close(fig)
 
 
-def _log_run(model: ScoringModel, prediction_date: dt.date, table: pd.DataFrame, counts: dict[str, int],
+def _log_run(model: RegisteredVersion, prediction_date: dt.date, table: pd.DataFrame, counts: dict[str, int],
              profile: dict, reference_run, psi: dict[str, float] | None, manifest: dict, seconds: float) -> dict:
     import mlflow
 
@@ -519,10 +460,125 @@ def _log_run(model: ScoringModel, prediction_date: dt.date, table: pd.DataFrame,
     return {**metrics, **({"drift": result} if result else {})}
 
 
-def _load_spark_model(model: ScoringModel):
-    import mlflow.spark
+@dataclass
+class Month:
+    """One month's companies, loaded for scoring.
 
-    return mlflow.spark.load_model(model.version_uri)
+    Args:
+        date: The periode scored.
+        frame: Persisted Spark frame: ``siren, periode``, metadata and the model's input columns.
+        values: The same rows in pandas, sorted by siren.
+        source: ``{"kind": "features_dir" | "raw_dir", "path": ...}``.
+        digest: Content digest of the rows (:func:`frame_digest`).
+    """
+
+    date: dt.date
+    frame: Any
+    values: pd.DataFrame
+    source: dict[str, str]
+    digest: str
+
+
+@contextlib.contextmanager
+def month_features(model: RegisteredVersion, date: dt.date, features_dir: str | None, raw_dir: str | None,
+                   output_dir: Path, spark):
+    """The features directory holding ``date`` and its source, removed at exit if built here.
+
+    From ``features_dir`` as it is; from ``raw_dir``, the month is built with the model's config
+    into a working directory next to ``output_dir``, deleted when the block ends.
+    """
+    from pyspark.errors import AnalysisException
+
+    if raw_dir is None:
+        yield Path(features_dir), {"kind": "features_dir", "path": str(Path(features_dir).resolve())}
+        return
+    workdir = output_dir.resolve().parent / f".{output_dir.name}.features-{uuid.uuid4().hex[:8]}"
+    try:
+        try:
+            _build_month(raw_dir, workdir, model.config, date, spark)
+        except AnalysisException as error:  # an empty month: Spark cannot read back a panel without files
+            if any(workdir.rglob("*.parquet")):
+                raise
+            raise ScoringError(f"no company in scope at {date.isoformat()} in raw directory {raw_dir}") from error
+        yield workdir, {"kind": "raw_dir", "path": str(Path(raw_dir).resolve())}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def load_month(path: Path, source: dict[str, str], model: RegisteredVersion, date: dt.date, spark) -> Month:
+    """Read, check and persist the month's rows (the caller unpersists ``frame``).
+
+    Raises:
+        ScoringError: No company at the date, or a siren twice.
+    """
+    frame = month_frame(spark, path, date, model.config).persist()
+    rows, sirens, digest = frame_digest(frame)
+    if rows == 0 or sirens != rows:
+        frame.unpersist()
+        if rows == 0:
+            available = _periodes_in(path)
+            span = f"{available[0]} to {available[-1]}" if available else "none"
+            raise ScoringError(
+                f"no company in scope at {date.isoformat()} in {source['path']} (periodes available: {span})")
+        raise ScoringError(f"{rows - sirens} duplicate siren(s) at {date.isoformat()} in {source['path']}")
+    values = _to_pandas(frame).sort_values("siren", kind="mergesort").reset_index(drop=True)
+    values["periode"] = date  # one periode: a plain date whatever the Arrow conversion gave
+    return Month(date, frame, values, source, digest)
+
+
+def predict(served, month: Month, model: RegisteredVersion) -> pd.DataFrame:
+    """The registered model's own answer for every company: its pyfunc ``predict``, then the alert level.
+
+    The same call any MLflow client makes (``mlflow.pyfunc.load_model(uri).predict``), so the
+    alert list and what the registry serves cannot diverge.
+
+    Args:
+        served: The version loaded with ``mlflow.pyfunc.load_model``.
+        month: The month's companies.
+        model: The resolved version (thresholds, config).
+
+    Returns:
+        ``siren, periode``, metadata, ``probability`` and ``alert``, sorted by siren.
+    """
+    from sf_ml.modeling import input_columns
+
+    with _arrow_transfers(month.frame.sparkSession):
+        probability = np.asarray(served.predict(month.values[input_columns(model.config)]), dtype=float)
+    if probability.shape != (len(month.values),):
+        raise RuntimeError(f"the model returned {probability.shape} values for {len(month.values)} companies")
+    scored = month.values[["siren", "periode", *METADATA_COLUMNS]].copy()
+    scored["probability"] = probability
+    scored["alert"] = alert_levels(probability, model.thresholds)
+    return scored
+
+
+def write_scoring(output_dir: Path, month: Month, scored: pd.DataFrame, explained: pd.DataFrame, tops: list,
+                  model: RegisteredVersion, counts: dict[str, int]) -> tuple[pd.DataFrame, dict]:
+    """Predictions, alert list and manifest, written atomically; ``scored_at`` kept when inputs are unchanged.
+
+    Returns:
+        ``(predictions table, manifest as written)``.
+    """
+    inputs = {
+        "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
+        "thresholds": dict(model.thresholds), "prediction_date": month.date.isoformat(),
+        "features_digest": month.digest,
+    }
+    scored_at = previous_scored_at(output_dir, inputs) or _now()
+    table = predictions_table(scored, explained, tops, model, scored_at)
+    alerts = alert_list(table, model, month.date, scored_at, counts)
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "inputs": inputs,
+        "model": {"uri": model.uri, "version_uri": model.version_uri, "name": model.name,
+                  "version": model.version, "run_id": model.run_id, "config_name": model.config.name},
+        "prediction_date": month.date.isoformat(),
+        "features": {**month.source, "digest": month.digest, "rows": len(month.values)},
+        "rows": {"predictions": len(table), "alerts": counts["risque_fort"] + counts["risque_modere"],
+                 **counts},
+        "scored_at": scored_at,
+    }
+    return table, write_outputs(output_dir, table, alerts, manifest)
 
 
 def score_companies(
@@ -570,7 +626,8 @@ def score_companies(
     if (features_dir is None) == (raw_dir is None):
         raise ScoringError("give exactly one of features_dir and raw_dir")
     try:
-        date = first_of_month(prediction_date)
+        date = prediction_date.replace(day=1) if isinstance(prediction_date, dt.date) else \
+            first_of_month(prediction_date)
     except ValueError as error:
         raise ScoringError(f"prediction date {prediction_date!r} is not an ISO date") from error
     if mlflow.active_run() is None:
@@ -583,10 +640,12 @@ def score_companies(
         return _score(model_uri, date, Path(output_dir), features_dir, raw_dir, spark, run.info.run_id)
 
 
-def _score(model_uri, date, output_dir, features_dir, raw_dir, spark, run_id):
-    from pyspark.errors import AnalysisException
+def _score(model_uri: str, date: dt.date, output_dir: Path, features_dir: str | None, raw_dir: str | None,
+           spark, run_id: str) -> dict[str, Any]:
+    """Resolve -> load the month -> predict -> explain -> write outputs -> log."""
+    import mlflow.pyfunc
 
-    from sf_ml.modeling import feature_columns, positive_probability
+    from sf_ml.modeling import feature_columns
     from sf_ml.spark import get_spark
 
     began = time.monotonic()
@@ -594,87 +653,27 @@ def _score(model_uri, date, output_dir, features_dir, raw_dir, spark, run_id):
     log.info("scoring %s at %s with %s version %d", model_uri, date, model.name, model.version)
     spark = spark or get_spark("sf_ml-score")
     columns = feature_columns(model.config)
-    workdir = None
-    frame = None
-    try:
-        if raw_dir is not None:
-            source = {"kind": "raw_dir", "path": str(Path(raw_dir).resolve())}
-            workdir = output_dir.resolve().parent / f".{output_dir.name}.features-{uuid.uuid4().hex[:8]}"
-            try:
-                _build_month(raw_dir, workdir, model.config, date, spark)
-            except AnalysisException as error:  # an empty month: Spark cannot read back a panel without files
-                if any(workdir.rglob("*.parquet")):
-                    raise
-                raise ScoringError(
-                    f"no company in scope at {date.isoformat()} in raw directory {raw_dir}"
-                ) from error
-            features_path = workdir
-        else:
-            source = {"kind": "features_dir", "path": str(Path(features_dir).resolve())}
-            features_path = Path(features_dir)
-        frame = month_frame(spark, features_path, date, model.config).persist()
-        rows, sirens, digest = frame_digest(frame)
-        if rows == 0:
-            available = _periodes_in(features_path)
-            span = f"{available[0]} to {available[-1]}" if available else "none"
-            raise ScoringError(
-                f"no company in scope at {date.isoformat()} in {source['path']} (periodes available: {span})"
-            )
-        if sirens != rows:
-            raise ScoringError(f"{rows - sirens} duplicate siren(s) at {date.isoformat()} in {source['path']}")
-
-        spark_model = _load_spark_model(model)
-        scored = _to_pandas(
-            spark_model.transform(frame).select(
-                "siren", "periode", *METADATA_COLUMNS, positive_probability().alias("probability"), *columns,
-            )
-        ).sort_values("siren", kind="mergesort").reset_index(drop=True)
-        scored["periode"] = date  # one periode: a plain date whatever the Arrow conversion gave
-        scored["alert"] = alert_levels(scored["probability"], model.thresholds)
-        explained, tops = _explanations(spark_model, frame, model.config, scored[["siren", "periode", *columns]])
-        counts = {level: int((scored["alert"] == level).sum()) for level in ALERTS}
-        profile, reference_run, psi = _drift(frame, columns, model, date, run_id)
-    finally:
-        if frame is not None:
-            frame.unpersist()
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    inputs = {
-        "model_name": model.name, "model_version": model.version, "model_run_id": model.run_id,
-        "thresholds": dict(model.thresholds), "prediction_date": date.isoformat(), "features_digest": digest,
-    }
-    scored_at = previous_scored_at(output_dir, inputs) or _now()
-    table = predictions_table(scored, explained, tops, model, scored_at)
-    alerts = alert_list(table, model, date, scored_at, counts)
-    manifest = {
-        "manifest_version": MANIFEST_VERSION,
-        "inputs": inputs,
-        "model": {"uri": model.uri, "version_uri": model.version_uri, "name": model.name,
-                  "version": model.version, "run_id": model.run_id, "config_name": model.config.name},
-        "prediction_date": date.isoformat(),
-        "features": {**source, "digest": digest, "rows": rows},
-        "rows": {"predictions": len(table), "alerts": counts["risque_fort"] + counts["risque_modere"],
-                 **counts},
-        "scored_at": scored_at,
-    }
-    manifest = write_outputs(output_dir, table, alerts, manifest)
+    with month_features(model, date, features_dir, raw_dir, output_dir, spark) as (path, source):
+        month = load_month(path, source, model, date, spark)
+        try:
+            served = mlflow.pyfunc.load_model(model.version_uri)
+            scored = predict(served, month, model)
+            explained, tops = _explanations(served.get_raw_model(), month.frame, model.config,
+                                            month.values[["siren", "periode", *columns]])
+            profile, reference_run, psi = _drift(month.frame, columns, model, date, run_id)
+        finally:
+            month.frame.unpersist()
+    counts = {level: int((scored["alert"] == level).sum()) for level in ALERTS}
+    table, manifest = write_scoring(output_dir, month, scored, explained, tops, model, counts)
     metrics = _log_run(model, date, table, counts, profile, reference_run, psi, manifest,
                        time.monotonic() - began)
-    log.info("scored %d companies at %s: %s; alert list in %s", rows, date,
+    log.info("scored %d companies at %s: %s; alert list in %s", len(table), date,
              ", ".join(f"{k}={v}" for k, v in counts.items()), output_dir / ALERT_LIST)
     return {
-        "output_dir": str(output_dir),
-        "alert_list": str(output_dir / ALERT_LIST),
-        "rows": rows,
-        "counts": counts,
-        "model_name": model.name,
-        "model_version": model.version,
-        "prediction_date": date.isoformat(),
-        "features_digest": digest,
-        "scored_at": scored_at,
-        "metrics": metrics,
-        "run_id": run_id,
+        "output_dir": str(output_dir), "alert_list": str(output_dir / ALERT_LIST), "rows": len(table),
+        "counts": counts, "model_name": model.name, "model_version": model.version,
+        "prediction_date": date.isoformat(), "features_digest": month.digest,
+        "scored_at": manifest["scored_at"], "metrics": metrics, "run_id": run_id,
     }
 
 

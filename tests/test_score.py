@@ -289,3 +289,104 @@ def test_profile_bins_and_proportions_in_one_pass(spark):
     assert result["features"]["flag"] == {"edges": [1.0], "proportions": [1.0, 0.0, 0.0]}
     _, in_reference = drift.profile(frame, ["x"], n_bins=4, reference=result)
     assert drift.psi_by_feature(result, in_reference) == {"x": pytest.approx(0.0, abs=1e-12)}
+
+
+def _month_of_features(panel, config, date=EARLY):
+    from sf_ml.modeling import input_columns
+
+    month = panel[panel["periode"] == date].sort_values("siren").reset_index(drop=True)
+    return month, month[input_columns(config)]
+
+
+def test_pyfunc_and_spark_clients_read_the_alert_list_probabilities(spark, champion, panel, features_dir, tmp_path):
+    """What plain MLflow serves is what the alert list says: pyfunc on pandas, Spark flavor on Spark."""
+    import mlflow.pyfunc
+    import mlflow.spark
+
+    _score(spark, features_dir, tmp_path / "scores", EARLY)
+    scored = pd.read_parquet(tmp_path / "scores" / PREDICTIONS_PARQUET)
+    month, inputs = _month_of_features(panel, champion["config"])
+    assert list(month["siren"]) == list(scored["siren"])
+
+    served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    output = served.metadata.get_output_schema().to_dict()
+    assert output == [{"type": "double", "name": "prediction", "required": True}]
+    probabilities = np.asarray(served.predict(inputs), dtype=float)
+    np.testing.assert_allclose(probabilities, scored["probability"], rtol=0, atol=1e-9)
+    assert probabilities.mean() == pytest.approx(scored["probability"].mean(), abs=1e-12)
+
+    frame = spark.createDataFrame(month[["siren", *inputs.columns]])
+    model = mlflow.spark.load_model(f"models:/{MODEL}@champion")
+    on_spark = model.transform(frame).select("siren", "prediction").toPandas().sort_values("siren")
+    np.testing.assert_allclose(on_spark["prediction"], scored["probability"], rtol=0, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_models_serve_answers_invocations_with_probabilities(champion, panel, features_dir, tmp_path):
+    """``mlflow models serve -m models:/...@champion --env-manager local`` on 127.0.0.1, stopped by pid."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    from sf_ml.server import free_port
+
+    month, inputs = _month_of_features(panel, champion["config"])
+    expected = np.asarray(
+        __import__("mlflow").pyfunc.load_model(f"models:/{MODEL}/{champion['version']}").predict(inputs.head(5)))
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": champion["uri"], "SPARK_LOCAL_IP": "127.0.0.1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager",
+         "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"), start_new_session=True)
+    try:
+        body = json.dumps({"dataframe_split": json.loads(inputs.head(5).to_json(orient="split", index=False))})
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
+                                         headers={"Content-Type": "application/json"})
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                answer = json.loads(urllib.request.urlopen(request, timeout=120).read())
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the model server did not answer within 180 s"
+                time.sleep(1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+    np.testing.assert_allclose(answer["predictions"], expected, rtol=0, atol=1e-9)
+    assert all(0 < p < 1 for p in answer["predictions"])
+
+
+def test_thresholds_are_checked_when_registered_and_when_scored(spark, champion, features_dir, tmp_path):
+    import mlflow
+
+    from sf_ml.registry import RegistryError, check_thresholds, register_model
+
+    assert check_thresholds({"risque_fort": "0.4", "risque_modere": 0.2}, "x") == {
+        "risque_fort": 0.4, "risque_modere": 0.2}
+    for bad, message in (({"risque_fort": 0.2, "risque_modere": 0.4}, "below the risque_modere"),
+                         ({"risque_fort": 1.0, "risque_modere": 0.4}, r"not probabilities in \(0, 1\)"),
+                         ({"risque_fort": 0.5, "risque_modere": 0.0}, r"not probabilities in \(0, 1\)"),
+                         ({"risque_fort": 0.5}, "no threshold_risque_modere")):
+        with pytest.raises(RegistryError, match=message):
+            check_thresholds(bad, "version 9")
+    client = mlflow.MlflowClient()
+    versions = len(client.search_model_versions(f"name = '{MODEL}'"))
+    with pytest.raises(RegistryError, match="below the risque_modere"):
+        register_model(champion["run_id"], "model", MODEL, None,
+                       {"threshold_risque_fort": 0.1, "threshold_risque_modere": 0.3})
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == versions  # nothing registered
+    # A version whose tags were written around the check is refused at scoring, nothing written.
+    source = client.get_model_version(MODEL, str(champion["version"])).source
+    broken = client.create_model_version(MODEL, source, run_id=champion["run_id"],
+                                         tags={"threshold_risque_fort": "0.1", "threshold_risque_modere": "0.3"})
+    with pytest.raises(ScoringError, match=rf"version {broken.version}\): risque_fort threshold 0.1 is below"):
+        _score(spark, features_dir, tmp_path / "out", EARLY, f"models:/{MODEL}/{broken.version}")
+    assert not (tmp_path / "out").exists()

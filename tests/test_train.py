@@ -12,7 +12,7 @@ import yaml
 
 from sf_ml.config import load_config, resolve_config_path
 from sf_ml.modeling import feature_columns
-from sf_ml.registry import thresholds_for
+from sf_ml.registry import resolve_version
 from sf_ml.tracking import stage_run
 from sf_ml.train import TrainingDataError, synthetic_input_example, train_model
 from tests.panels import FAST_OVERRIDES, synthetic_panel, write_features
@@ -72,8 +72,9 @@ def test_train_model_beats_base_rate_and_registers_a_challenger(spark, store, fe
     assert version.tags["config_name"] == name and "oot_average_precision" in version.tags
     assert {"features_digest", "features_path", "git_commit"} <= set(version.tags)
     expected = pytest.approx(summary["thresholds"])
-    assert thresholds_for(f"models:/{MODEL}@challenger") == expected
-    assert thresholds_for(f"models:/{MODEL}/{version.version}") == expected
+    assert resolve_version(f"models:/{MODEL}@challenger").thresholds == expected
+    resolved = resolve_version(f"models:/{MODEL}/{version.version}")
+    assert resolved.thresholds == expected and resolved.config.name == name and resolved.run_id == run.info.run_id
     assert summary["thresholds"]["risque_fort"] >= summary["thresholds"]["risque_modere"]
 
     if name == "standard":
