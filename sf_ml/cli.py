@@ -317,6 +317,7 @@ def monitor(scores_dir: str, features_dir: str) -> None:
 def run_all(workdir: str, raw_dir: str, config: str, n_companies: int, seed: int, start: str, end: str,
             train_start: str, train_end: str, prediction_date: str, model_name: str) -> None:
     """Whole pipeline: generate -> build_features -> train -> promote -> score, as child runs."""
+    from sf_ml.pipeline import PipelineStopped
     from sf_ml.pipeline import run_all as run_pipeline
     from sf_ml.tracking import stage_run
 
@@ -324,8 +325,11 @@ def run_all(workdir: str, raw_dir: str, config: str, n_companies: int, seed: int
                   start=start, end=end, train_start=train_start, train_end=train_end,
                   prediction_date=prediction_date, model_name=model_name)
     with stage_run("main", params):
-        summary = run_pipeline(workdir, raw_dir or None, config, n_companies, seed, start, end, train_start,
-                               train_end, prediction_date, model_name)
+        try:
+            summary = run_pipeline(workdir, raw_dir or None, config, n_companies, seed, start, end, train_start,
+                                   train_end, prediction_date, model_name)
+        except PipelineStopped as error:
+            _fail(error)
     for name, step in summary["steps"].items():
         click.echo(f"{name:15s} run {step['run_id']}{' (reused)' if step['reused'] else ''}")
     click.echo(f"trained {model_name} version {summary['trained_version']}: {summary['promotion']}; "

@@ -63,6 +63,38 @@ def run_step(entry_point: str, parameters: dict[str, Any], outputs: list[str] | 
     return client.get_run(submitted.run_id), False
 
 
+class PipelineStopped(RuntimeError):
+    """The pipeline cannot go on: the steps after the one named were not run."""
+
+
+def champion_after_promotion(model_name: str, trained_version: str, promote_tags: dict[str, str],
+                             promote_run_id: str):
+    """The version ``champion`` points to after the promote step, or stop the pipeline.
+
+    Args:
+        model_name: Registered model name.
+        trained_version: The version the train step registered.
+        promote_tags: The promote run's tags (``decision``, ``reason``).
+        promote_run_id: The promote run.
+
+    Returns:
+        The champion ``ModelVersion``.
+
+    Raises:
+        PipelineStopped: No champion (the gate refused the first model): nothing is scored.
+    """
+    from sf_ml.registry import CHAMPION, current_version
+
+    champion = current_version(model_name, CHAMPION)
+    if champion is None:
+        raise PipelineStopped(
+            f"the promotion gate did not promote version {trained_version} of {model_name} "
+            f"({promote_tags.get('decision', 'no decision')}: {promote_tags.get('reason', 'no reason recorded')}) "
+            f"and no earlier version is champion, so nothing was scored (promote run {promote_run_id})"
+        )
+    return champion
+
+
 def run_all(
     workdir: str = "data",
     raw_dir: str | None = None,
@@ -93,6 +125,9 @@ def run_all(
 
     Returns:
         Run ids per step, the trained version, the promotion decision and the score outputs.
+
+    Raises:
+        PipelineStopped: The gate refused the first model (no champion to score with).
     """
     import mlflow
 
@@ -115,8 +150,9 @@ def run_all(
     run, reused = run_step("promote", dict(model_name=model_name, candidate=version, features_dir=features_dir,
                                            dry_run="false", eval_start="", eval_end=""))
     steps["promote"] = (run.info.run_id, reused)
-    decision = client.get_run(run.info.run_id).data.tags.get("decision")
-    champion = client.get_model_version_by_alias(model_name, "champion")
+    promote_tags = client.get_run(run.info.run_id).data.tags
+    decision = promote_tags.get("decision")
+    champion = champion_after_promotion(model_name, version, promote_tags, run.info.run_id)
     scores_dir = str(work / "scores" / prediction_date)
     run, reused = run_step("score", dict(model_uri=f"models:/{model_name}/{champion.version}",
                                          prediction_date=prediction_date, features_dir=features_dir,

@@ -64,3 +64,38 @@ def test_main_pipeline_end_to_end_then_reused(tmp_path):
     assert second.stdout.count("(reused)") == 5, second.stdout
     assert len(client.search_model_versions("name = 'sf_failure_e2e'")) == 1
     assert {p.name: p.read_bytes() for p in scores.iterdir() if p.is_file()} == before
+
+
+def test_a_refused_first_model_stops_main_before_scoring(tracking_uri, tmp_path, monkeypatch):
+    """No champion after the promote step: a clear message, exit status 2, and score never runs."""
+    import mlflow
+    from click.testing import CliRunner
+
+    from sf_ml import pipeline
+    from sf_ml.cli import cli
+
+    client = mlflow.MlflowClient()
+    client.create_registered_model("sf_refused")
+    client.create_model_version("sf_refused", str(tmp_path / "model"))
+    with pytest.raises(pipeline.PipelineStopped, match=r"did not promote version 1 of sf_refused "
+                                                       r"\(refused: average precision too low\).*nothing was scored"):
+        pipeline.champion_after_promotion("sf_refused", "1", {"decision": "refused",
+                                                              "reason": "average precision too low"}, "abc")
+
+    steps = []
+
+    def fake_step(entry_point, parameters, outputs=None):
+        """The real steps' tags, without their Spark work: train registered v1, the gate refused it."""
+        steps.append(entry_point)
+        tags = {"train": {"registered_version": "1"}, "promote": {"decision": "refused", "reason": "AP 0.01"}}
+        with mlflow.start_run(nested=True, run_name=entry_point, tags=tags.get(entry_point, {})) as run:
+            pass
+        return client.get_run(run.info.run_id), False
+
+    monkeypatch.setattr(pipeline, "run_step", fake_step)
+    done = CliRunner().invoke(cli, ["run-all", "--workdir", str(tmp_path / "work"), "--raw-dir", str(tmp_path),
+                                    "--model-name", "sf_refused"])
+    assert done.exit_code == 2, done.output
+    assert "did not promote version 1 of sf_refused (refused: AP 0.01)" in done.output
+    assert steps == ["build_features", "train", "promote"]
+    assert not (tmp_path / "work" / "scores").exists()
