@@ -76,8 +76,9 @@ def backtest(
         spark: Spark session (default: :func:`sf_ml.spark.get_spark`).
 
     Returns:
-        One row per date: rows, positives, the metrics of :func:`sf_ml.evaluation.evaluate`
-        and the thresholds used.
+        One row per date: ``train_end``, ``train_last_periode`` (the latest periode the model
+        was trained on, whose label window ends 18 months later, at the date at the latest),
+        the metrics of :func:`sf_ml.evaluation.evaluate` and the thresholds used.
 
     Raises:
         ValueError: A date whose outcomes are not yet known (no labelled row at T).
@@ -114,6 +115,7 @@ def backtest(
                 mlflow.log_params({"prediction_date": date.isoformat(), "train_start": train_start,
                                    "train_end": train_end.isoformat()})
                 sets = training_sets(spark, features_dir, config, train_start, train_end.isoformat(), seed)
+                mlflow.log_param("train_last_periode", sets.last_periode.isoformat())
                 model, fit_metrics = fit(config, sets, seed)
                 thresholds = E.choose_thresholds(*E.collect_predictions(model.transform(sets.test)))
                 at_date = panel.where((F.col("periode") == F.lit(date)) & F.col(TARGET).isNotNull())
@@ -127,6 +129,7 @@ def backtest(
                 mlflow.log_metrics({k: float(v) for k, v in {**fit_metrics, **metrics}.items() if v == v})
                 mlflow.log_metrics({f"threshold_{k}": v for k, v in thresholds.items()})
             row = {"prediction_date": date.isoformat(), "train_end": train_end.isoformat(),
+                   "train_last_periode": sets.last_periode.isoformat(),
                    **metrics, **{f"threshold_{k}": v for k, v in thresholds.items()},
                    "seconds": time.monotonic() - began}
             rows.append(row)

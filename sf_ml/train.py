@@ -16,6 +16,7 @@ signature and a synthetic input example, then registered as a new version with a
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import math
 import time
@@ -102,6 +103,7 @@ class TrainingSets:
         columns: Model input columns.
         rows: Rows of ``train``.
         positives: Positive rows of ``train``.
+        last_periode: The latest periode of ``train`` (its label window ends 18 months later).
     """
 
     panel: Any
@@ -112,6 +114,7 @@ class TrainingSets:
     columns: list[str]
     rows: int
     positives: int
+    last_periode: dt.date | None = None
 
 
 def training_sets(
@@ -136,7 +139,7 @@ def training_sets(
     """
     from pyspark.sql import functions as F
 
-    from sf_ml.modeling import class_counts, held_out, input_columns, split_by_siren
+    from sf_ml.modeling import held_out, input_columns, split_by_siren
 
     if str(train_start)[:10] > str(train_end)[:10]:
         raise TrainingDataError(f"train_start {train_start} is after train_end {train_end}")
@@ -153,12 +156,14 @@ def training_sets(
     train, test = split_by_siren(window, config.split.test_fraction, seed)
     oot = labelled.where((F.col("periode") > end) & held_out("siren", config.split.test_fraction, seed))
     calibration = test.where(F.col("periode") > F.add_months(end, -config.calibration.months))
-    rows, positives = class_counts(train)
+    counts = train.agg(F.count(F.lit(1)).alias("rows"), F.sum(TARGET).alias("positives"),
+                       F.max("periode").alias("last")).first()
+    rows, positives = int(counts["rows"]), int(counts["positives"] or 0)
     if rows == 0:
         raise TrainingDataError(f"no labelled rows in {features_dir} between {train_start} and {train_end}")
     if positives == 0:
         raise TrainingDataError(f"no positive ({TARGET}=1) rows between {train_start} and {train_end}")
-    return TrainingSets(panel, train, test, oot, calibration, columns, rows, positives)
+    return TrainingSets(panel, train, test, oot, calibration, columns, rows, positives, counts["last"])
 
 
 def fit(config: ExperimentConfig, sets: TrainingSets, seed: int) -> tuple[Any, dict[str, float]]:
@@ -354,7 +359,8 @@ def _train(features_dir, config, train_start, train_end, model_name, seed, spark
         metrics.update({f"{name}_{key}": value for key, value in values.items()})
     threshold_keys = {f"{THRESHOLD_TAG_PREFIX}{level}": value for level, value in thresholds.items()}
     mlflow.log_metrics(_finite({**metrics, **threshold_keys}))
-    mlflow.log_params({**{k: repr(v) for k, v in threshold_keys.items()}, "feature_count": len(sets.columns)})
+    mlflow.log_params({**{k: repr(v) for k, v in threshold_keys.items()}, "feature_count": len(sets.columns),
+                       "train_last_periode": str(sets.last_periode)})
     mlflow.set_tags({"config_name": config.name, "model_type": config.model.type})
     # The config the model was fitted with travels with its run: scoring and promotion read it back.
     mlflow.log_dict(config.to_dict(), "config.json")

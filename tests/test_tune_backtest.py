@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from sf_ml.config import load_config
+from sf_ml.panel import add_months
 from sf_ml.tuner import HyperoptTuner
 from tests.panels import FAST_OVERRIDES, synthetic_panel, write_features
 
@@ -77,6 +80,10 @@ def test_backtest_trains_on_known_outcomes_only(spark, tracking_uri, features_di
         table = backtest(features_dir, config, "2020-06-01, 2020-01-01", spark=spark)
     assert list(table["prediction_date"]) == ["2020-01-01", "2020-06-01"]
     assert list(table["train_end"]) == ["2018-07-01", "2018-12-01"]  # T - 18 months
+    # What the models were trained on, not what was computed: no label window reaches past T.
+    for date, last in zip(table["prediction_date"], table["train_last_periode"], strict=True):
+        assert add_months(dt.date.fromisoformat(last), 18) <= dt.date.fromisoformat(date)
+    assert list(table["train_last_periode"]) == ["2018-07-01", "2018-12-01"]
     assert (table["average_precision"] > 2 * table["positive_rate"]).all()
     client = mlflow.MlflowClient()
     history = client.get_metric_history(run.info.run_id, "backtest_average_precision")
