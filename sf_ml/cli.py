@@ -27,24 +27,61 @@ def cli(log_level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# Input directories must exist (MLproject declares them `type: path`); outputs are created.
+EXISTING_DIR = click.Path(exists=True, file_okay=False)
+
+
+def _check_iso_date(text: str, first_of_month: bool = False) -> None:
+    """Raise click.BadParameter unless ``text`` is an ISO date (YYYY-MM-DD), a first of month if asked."""
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO date (YYYY-MM-DD)") from None
+    if len(text) != 10:
+        raise click.BadParameter(f"{text!r} is not an ISO date (YYYY-MM-DD)")
+    if first_of_month and day.day != 1:
+        raise click.BadParameter(f"{text!r} is not the first day of a month (YYYY-MM-01)")
+
+
+def _iso_date(ctx, param, value: str | None) -> str | None:
+    """An ISO date kept as the string the stages take, checked (click callback; empty allowed)."""
+    if value and value.strip():
+        _check_iso_date(value.strip())
+        return value.strip()
+    return value
+
+
+def _iso_date_list(ctx, param, value: str) -> str:
+    """Comma-separated ISO dates, each checked, kept as the string the stage takes (click callback)."""
+    for text in (part.strip() for part in (value or "").split(",")):
+        if text:
+            _check_iso_date(text)
+    return value
+
+
+def _optional_int(ctx, param, value: str) -> str:
+    """An integer or empty (the config's value), kept as given (click callback)."""
+    if value.strip():
+        try:
+            int(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an integer (or empty for the config's)") from None
+    return value
+
+
 def _truth_dates(ctx, param, value: str) -> tuple[str, ...]:
     """Comma-separated first-of-month ISO dates, checked (click callback)."""
     dates = tuple(part.strip() for part in (value or "").split(",") if part.strip())
     for text in dates:
-        try:
-            day = dt.date.fromisoformat(text)
-        except ValueError:
-            raise click.BadParameter(f"{text!r} is not an ISO date (YYYY-MM-01)") from None
-        if day.day != 1 or len(text) != 10:
-            raise click.BadParameter(f"{text!r} is not the first day of a month (YYYY-MM-01)")
+        _check_iso_date(text, first_of_month=True)
     return dates
 
 
 @cli.command()
 @click.option("--output-dir", required=True, help="Directory the raw tables are written to.")
 @click.option("--n-companies", type=int, default=5000, show_default=True, help="Number of companies (sirens).")
-@click.option("--start", default="2014-01-01", show_default=True, help="First month of the world (ISO date).")
-@click.option("--end", default="2025-12-31", show_default=True, help="Last day of the world (ISO date).")
+@click.option("--start", callback=_iso_date, default="2014-01-01", show_default=True, help="First month of the world (ISO date).")
+@click.option("--end", callback=_iso_date, default="2025-12-31", show_default=True, help="Last day of the world (ISO date).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; same seed, same files.")
 @click.option("--file-format", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True,
               help="Format of the raw tables.")
@@ -85,7 +122,7 @@ def generate(output_dir: str, n_companies: int, start: str, end: str, seed: int,
 
 
 @cli.command()
-@click.option("--raw-dir", required=True, help="Raw directory following the data contract.")
+@click.option("--raw-dir", required=True, type=EXISTING_DIR, help="Raw directory following the data contract.")
 @click.option("--output-dir", required=True, help="Directory the typed parquet tables are written to.")
 def ingest(raw_dir: str, output_dir: str) -> None:
     """Validate a raw directory and write its tables as typed parquet (nothing on bad input)."""
@@ -101,12 +138,12 @@ def ingest(raw_dir: str, output_dir: str) -> None:
 
 
 @cli.command("build-features")
-@click.option("--raw-dir", required=True, help="Raw directory following the data contract.")
+@click.option("--raw-dir", required=True, type=EXISTING_DIR, help="Raw directory following the data contract.")
 @click.option("--output-dir", required=True, help="Features directory (parquet partitioned by periode).")
 @click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
-@click.option("--start", required=True, help="First periode to build (ISO date, first of a month).")
-@click.option("--end", required=True, help="Last periode to build (ISO date).")
-@click.option("--labels-until", default=None, help="Date the judgments are known to (default: latest judgment).")
+@click.option("--start", callback=_iso_date, required=True, help="First periode to build (ISO date, first of a month).")
+@click.option("--end", callback=_iso_date, required=True, help="Last periode to build (ISO date).")
+@click.option("--labels-until", callback=_iso_date, default=None, help="Date the judgments are known to (default: latest judgment).")
 @click.option("--override", "overrides", multiple=True, help="Config override section.key=value (repeatable).")
 def build_features(raw_dir: str, output_dir: str, config: str, start: str, end: str,
                    labels_until: str | None, overrides: tuple[str, ...]) -> None:
@@ -130,12 +167,12 @@ def build_features(raw_dir: str, output_dir: str, config: str, start: str, end: 
 
 
 @cli.command()
-@click.option("--features-dir", required=True, help="Features directory (parquet partitioned by periode).")
+@click.option("--features-dir", required=True, type=EXISTING_DIR, help="Features directory (parquet partitioned by periode).")
 @click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
-@click.option("--train-start", required=True, help="First training periode (ISO date).")
-@click.option("--train-end", required=True, help="Last training periode (ISO date); later ones are out-of-time.")
+@click.option("--train-start", callback=_iso_date, required=True, help="First training periode (ISO date).")
+@click.option("--train-end", callback=_iso_date, required=True, help="Last training periode (ISO date); later ones are out-of-time.")
 @click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
-@click.option("--seed", default="", help="Seed of split, resampling and model (default: the config's).")
+@click.option("--seed", default="", callback=_optional_int, help="Seed of split, resampling and model (default: the config's).")
 @click.option("--override", "overrides", multiple=True, help="Config override section.key=value (repeatable).")
 @click.option("--no-register", is_flag=True, help="Log the model without registering a version.")
 def train(features_dir: str, config: str, train_start: str, train_end: str, model_name: str, seed: str,
@@ -165,14 +202,14 @@ def train(features_dir: str, config: str, train_start: str, train_end: str, mode
     )
 
 @cli.command()
-@click.option("--features-dir", required=True, help="Features directory (parquet partitioned by periode).")
+@click.option("--features-dir", required=True, type=EXISTING_DIR, help="Features directory (parquet partitioned by periode).")
 @click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
-@click.option("--train-start", required=True, help="First training periode (ISO date).")
-@click.option("--train-end", required=True, help="Last training periode (ISO date); later ones are out-of-time.")
+@click.option("--train-start", callback=_iso_date, required=True, help="First training periode (ISO date).")
+@click.option("--train-end", callback=_iso_date, required=True, help="Last training periode (ISO date); later ones are out-of-time.")
 @click.option("--max-evals", type=int, default=20, show_default=True, help="Number of trials.")
 @click.option("--parallelism", type=int, default=1, show_default=True, help="Trials evaluated at the same time.")
 @click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
-@click.option("--seed", default="", help="Seed of split, resampling, models and search (default: the config's).")
+@click.option("--seed", default="", callback=_optional_int, help="Seed of split, resampling, models and search (default: the config's).")
 @click.option("--override", "overrides", multiple=True, help="Config override section.key=value (repeatable).")
 def tune(features_dir: str, config: str, train_start: str, train_end: str, max_evals: int, parallelism: int,
          model_name: str, seed: str, overrides: tuple[str, ...]) -> None:
@@ -199,11 +236,11 @@ def tune(features_dir: str, config: str, train_start: str, train_end: str, max_e
 
 
 @cli.command()
-@click.option("--features-dir", required=True, help="Features directory (parquet partitioned by periode).")
+@click.option("--features-dir", required=True, type=EXISTING_DIR, help="Features directory (parquet partitioned by periode).")
 @click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
-@click.option("--prediction-dates", required=True, help="Comma-separated prediction dates (ISO).")
-@click.option("--train-start", default="", help="First training periode (default: the panel's first).")
-@click.option("--seed", default="", help="Seed of split, resampling and models (default: the config's).")
+@click.option("--prediction-dates", required=True, callback=_iso_date_list, help="Comma-separated prediction dates (ISO).")
+@click.option("--train-start", callback=_iso_date, default="", help="First training periode (default: the panel's first).")
+@click.option("--seed", default="", callback=_optional_int, help="Seed of split, resampling and models (default: the config's).")
 @click.option("--override", "overrides", multiple=True, help="Config override section.key=value (repeatable).")
 def backtest(features_dir: str, config: str, prediction_dates: str, train_start: str, seed: str,
              overrides: tuple[str, ...]) -> None:
@@ -229,11 +266,11 @@ def backtest(features_dir: str, config: str, prediction_dates: str, train_start:
 @cli.command()
 @click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
 @click.option("--candidate", default="challenger", show_default=True, help="Candidate alias or version number.")
-@click.option("--features-dir", required=True, help="Features panel holding the evaluation periodes.")
+@click.option("--features-dir", required=True, type=EXISTING_DIR, help="Features panel holding the evaluation periodes.")
 @click.option("--dry-run", type=click.BOOL, default=False, show_default=True,
               help="true: evaluate and record the decision without moving the alias.")
-@click.option("--eval-start", default="", help="First evaluation periode (default: after both training windows).")
-@click.option("--eval-end", default="", help="Last evaluation periode (default: last labelled periode).")
+@click.option("--eval-start", callback=_iso_date, default="", help="First evaluation periode (default: after both training windows).")
+@click.option("--eval-end", callback=_iso_date, default="", help="Last evaluation periode (default: last labelled periode).")
 def promote(model_name: str, candidate: str, features_dir: str, dry_run: bool, eval_start: str, eval_end: str) -> None:
     """Compare candidate and champion on one evaluation set; move alias champion if the gate passes."""
     from sf_ml.promote import format_record, promote as run_promote
@@ -285,9 +322,9 @@ def score(model_uri: str, prediction_date: dt.datetime, features_dir: str, raw_d
 
 
 @cli.command()
-@click.option("--scores-dir", required=True,
+@click.option("--scores-dir", required=True, type=EXISTING_DIR,
               help="Directory of past scoring outputs (each predictions.parquet with its manifest.json), at any depth.")
-@click.option("--features-dir", required=True,
+@click.option("--features-dir", required=True, type=EXISTING_DIR,
               help="Features panel from a later export: its known failure_18m labels are the outcomes.")
 def monitor(scores_dir: str, features_dir: str) -> None:
     """Compare past alert lists with the outcomes now known: AP, alert precision/recall, calibration."""
@@ -308,11 +345,11 @@ def monitor(scores_dir: str, features_dir: str) -> None:
 @click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
 @click.option("--n-companies", type=int, default=5000, show_default=True, help="Companies of the generated world.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generated world.")
-@click.option("--start", default="2016-01-01", show_default=True, help="First periode of the panel.")
-@click.option("--end", default="2025-12-01", show_default=True, help="Last periode of the panel.")
-@click.option("--train-start", default="2016-01-01", show_default=True, help="First training periode.")
-@click.option("--train-end", default="2022-06-01", show_default=True, help="Last training periode.")
-@click.option("--prediction-date", default="2025-12-01", show_default=True, help="Month to score.")
+@click.option("--start", callback=_iso_date, default="2016-01-01", show_default=True, help="First periode of the panel.")
+@click.option("--end", callback=_iso_date, default="2025-12-01", show_default=True, help="Last periode of the panel.")
+@click.option("--train-start", callback=_iso_date, default="2016-01-01", show_default=True, help="First training periode.")
+@click.option("--train-end", callback=_iso_date, default="2022-06-01", show_default=True, help="Last training periode.")
+@click.option("--prediction-date", default="2025-12-01", callback=_iso_date, show_default=True, help="Month to score.")
 @click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
 def run_all(workdir: str, raw_dir: str, config: str, n_companies: int, seed: int, start: str, end: str,
             train_start: str, train_end: str, prediction_date: str, model_name: str) -> None:
