@@ -1,8 +1,9 @@
 """Stage ``promote``: gated move of the ``champion`` alias, always recorded.
 
 The candidate (an alias such as ``challenger`` or a version number) and the current champion are
-scored on the same fixed evaluation set: the labelled periodes of the features panel after both
-models' training windows (out-of-time), or an explicit window. The :class:`PromotionGate` below
+scored on the same evaluation set, made of rows neither has seen: the labelled periodes of the
+features panel after both models' training windows (or an explicit window), of the companies both
+held out (each version's split seed and fraction are its tags and config). The set is recorded. The :class:`PromotionGate` below
 decides; the alias moves only when it passes (and not in a dry run). Every decision is a run
 (both metric sets, the gate, the decision and its reason) and is written on the versions' tags
 and descriptions, so who held ``champion`` when, and why, stays auditable.
@@ -82,6 +83,38 @@ def _candidate_uri(model_name: str, candidate: str) -> str:
     return f"models:/{model_name}/{candidate}" if candidate.isdigit() else f"models:/{model_name}@{candidate}"
 
 
+@dataclass(frozen=True)
+class TrainingFootprint:
+    """The rows a version may have learnt from: periodes up to ``train_end`` (labels reaching 18
+    months further), of every company outside its held-out set (:func:`sf_ml.modeling.held_out`).
+
+    Args:
+        version: Version number.
+        train_end: Last training periode (ISO date).
+        test_fraction: Share of companies the version held out.
+        seed: Split seed the version held them out with.
+    """
+
+    version: int
+    train_end: str
+    test_fraction: float
+    seed: int
+
+
+def training_footprint(version) -> TrainingFootprint:
+    """What a resolved version (:class:`sf_ml.registry.RegisteredVersion`) was trained on, from its tags.
+
+    Raises:
+        ValueError: The version lacks the ``train_end`` or ``seed`` tag that ``train`` writes.
+    """
+    missing = [tag for tag in ("train_end", "seed") if not version.tags.get(tag, "").strip()]
+    if missing:
+        raise ValueError(f"{version.version_uri} has no {' or '.join(missing)} tag: its training rows are "
+                         "unknown, so no evaluation set can be proven unseen (register it with sf-ml train)")
+    return TrainingFootprint(version.version, version.tags["train_end"], version.config.split.test_fraction,
+                             int(version.tags["seed"]))
+
+
 def evaluation_window(features_dir: str | Path, train_ends: list[str], spark,
                       eval_start: str | None = None, eval_end: str | None = None) -> tuple[str, str]:
     """The evaluation periodes: labelled periodes after every model's training window.
@@ -114,42 +147,116 @@ def evaluation_window(features_dir: str | Path, train_ends: list[str], spark,
     return start, end
 
 
-def evaluate_version(model_uri: str, features_dir: str | Path, start: str, end: str, spark) -> dict[str, float]:
-    """Metrics of a registered version on the labelled periodes ``start``..``end`` of a panel.
+def evaluation_rows(panel, footprints: list[TrainingFootprint], start: str, end: str):
+    """Labelled rows of ``start``..``end`` whose company every compared version held out.
+
+    Neither model saw these companies, so neither can win by having memorised them (their labels
+    overlap the training labels of the same company through the 18-month target window).
 
     Args:
-        model_uri: ``models:/name/version``.
-        features_dir: Features panel (must hold the version's feature columns).
-        start: First periode.
-        end: Last periode.
-        spark: Spark session.
+        panel: Features panel (``siren``, ``periode``, ``failure_18m``).
+        footprints: Training footprints of the versions compared.
+        start: First periode (ISO date).
+        end: Last periode (ISO date).
 
     Returns:
-        :func:`sf_ml.evaluation.evaluate` metrics at the version's own thresholds.
+        The rows of the panel kept.
+    """
+    from functools import reduce
+
+    from pyspark.sql import functions as F
+
+    from sf_ml.modeling import held_out
+    from sf_ml.panel import TARGET
+
+    unseen = reduce(lambda a, b: a & b, [held_out("siren", f.test_fraction, f.seed) for f in footprints])
+    return panel.where(F.col(TARGET).isNotNull() & (F.col("periode") >= F.lit(start).cast("date"))
+                       & (F.col("periode") <= F.lit(end).cast("date")) & unseen)
+
+
+def describe_evaluation_set(rows, footprints: list[TrainingFootprint], start: str, end: str) -> dict[str, Any]:
+    """Which rows the gate judged on, with counts; refuses a set without a failure.
+
+    Returns:
+        ``periodes``, ``companies`` (the rule), ``held_out_by`` (each version's split),
+        ``n_companies``, ``n_rows``, ``n_positive``.
+
+    Raises:
+        ValueError: No labelled row, or no positive one, in the set.
+    """
+    from pyspark.sql import functions as F
+
+    from sf_ml.panel import TARGET
+
+    counts = rows.agg(F.countDistinct("siren").alias("companies"), F.count("*").alias("rows"),
+                      F.coalesce(F.sum(F.col(TARGET).cast("long")), F.lit(0)).alias("positive")).first()
+    splits = ", ".join(f"version {f.version} (seed {f.seed}, held out {f.test_fraction:g})" for f in footprints)
+    if counts["positive"] == 0:
+        raise ValueError(f"no failure among the {counts['rows']} labelled rows of {start}..{end} of the companies "
+                         f"held out by {splits}: train the versions with the same seed and split, or widen the window")
+    return {"periodes": [start, end], "companies": "held out by every version compared",
+            "held_out_by": [asdict(f) for f in footprints], "n_companies": int(counts["companies"]),
+            "n_rows": int(counts["rows"]), "n_positive": int(counts["positive"])}
+
+
+def evaluate_version(version, rows) -> dict[str, float]:
+    """Metrics of a resolved version on evaluation rows, at the version's own thresholds.
+
+    Args:
+        version: :class:`sf_ml.registry.RegisteredVersion`.
+        rows: Labelled panel rows (from :func:`evaluation_rows`).
+
+    Returns:
+        :func:`sf_ml.evaluation.evaluate` metrics.
     """
     import mlflow.spark
-    from pyspark.sql import functions as F
 
     from sf_ml import evaluation as E
     from sf_ml.modeling import input_columns
     from sf_ml.panel import TARGET
-    from sf_ml.registry import resolve_version
 
-    version = resolve_version(model_uri)
     columns = input_columns(version.config)
-    panel = spark.read.parquet(str(features_dir))
-    missing = sorted(set(columns) - set(panel.columns))
+    missing = sorted(set(columns) - set(rows.columns))
     if missing:
-        raise ValueError(f"{features_dir} lacks the columns {missing} that {model_uri} needs")
-    rows = panel.where(
-        F.col(TARGET).isNotNull() & (F.col("periode") >= F.lit(start).cast("date"))
-        & (F.col("periode") <= F.lit(end).cast("date"))
-    ).select("siren", "periode", TARGET, *columns)
+        raise ValueError(f"the evaluation panel lacks the columns {missing} that {version.version_uri} needs")
     model = mlflow.spark.load_model(version.version_uri)
-    y, p = E.collect_predictions(model.transform(rows))
-    if len(y) == 0:
-        raise ValueError(f"no labelled row between {start} and {end} in {features_dir}")
+    y, p = E.collect_predictions(model.transform(rows.select("siren", "periode", TARGET, *columns)))
     return E.evaluate(y, p, version.thresholds)
+
+
+def _record_on_versions(model_name: str, cand, champ, record: dict[str, Any]) -> None:
+    """Write the decision on the versions' tags and description; move ``champion`` if promoted."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    note = f"{record['decided_at']} promote run {record['run_id']}: {record['decision']} ({record['reason']})"
+    if record["decision"] == "promoted":
+        set_alias(model_name, CHAMPION, int(cand.version))
+        client.set_model_version_tag(model_name, cand.version, "champion_since", record["decided_at"])
+        if champ is not None:
+            client.set_model_version_tag(model_name, champ.version, "champion_until", record["decided_at"])
+            client.set_model_version_tag(model_name, champ.version, "replaced_by", cand.version)
+    client.set_model_version_tag(model_name, cand.version, "promotion_decision", record["decision"])
+    client.set_model_version_tag(model_name, cand.version, "promotion_run_id", record["run_id"])
+    description = (cand.description or "").strip()
+    client.update_model_version(model_name, cand.version, (description + "\n" + note).strip())
+    log.info("%s version %s: %s", model_name, cand.version, note)
+
+
+def _log_decision(record: dict[str, Any], gate: PromotionGate) -> None:
+    import mlflow
+
+    evaluated = record["evaluation_set"]
+    mlflow.log_params({"eval_start_resolved": evaluated["periodes"][0], "eval_end_resolved": evaluated["periodes"][1],
+                       "eval_companies": "held_out_by_all", **{f"gate.{k}": v for k, v in asdict(gate).items()}})
+    mlflow.log_metrics({f"eval_{k}": evaluated[k] for k in ("n_companies", "n_rows", "n_positive")})
+    for side in ("candidate", "champion"):
+        if record[f"{side}_metrics"] is not None:
+            mlflow.log_metrics({f"{side}_{k}": float(v) for k, v in record[f"{side}_metrics"].items() if v == v})
+    mlflow.set_tags({"decision": record["decision"], "reason": record["reason"][:5000],
+                     "model_name": record["model_name"], "candidate_version": str(record["candidate_version"]),
+                     "previous_champion": str(record["previous_champion"] or "none")})
+    mlflow.log_dict(record, "promotion.json")
 
 
 def promote(
@@ -162,7 +269,10 @@ def promote(
     gate: PromotionGate = GATE,
     spark=None,
 ) -> dict[str, Any]:
-    """Compare a candidate with the champion on one evaluation set and move ``champion`` if it passes.
+    """Compare a candidate with the champion on rows neither saw; move ``champion`` if it passes.
+
+    The evaluation set is the labelled periodes after both training windows (or ``eval_start``..
+    ``eval_end``), restricted to the companies both versions held out (:func:`evaluation_rows`).
 
     Args:
         model_name: Registered model name.
@@ -176,16 +286,16 @@ def promote(
 
     Returns:
         ``decision`` (``promoted``, ``refused``, ``would_promote``, ``unchanged``), ``reason``,
-        ``candidate_version``, ``previous_champion``, the metrics of both, the window, ``run_id``.
+        ``candidate_version``, ``previous_champion``, the metrics of both, ``evaluation_window``,
+        ``evaluation_set`` (:func:`describe_evaluation_set`), ``run_id``.
     """
     import mlflow
 
-    from sf_ml.registry import current_version, model_version
+    from sf_ml.registry import current_version, model_version, resolve_version
     from sf_ml.spark import get_spark
     from sf_ml.tracking import stage_run
 
     spark = spark or get_spark("sf_ml-promote")
-    client = mlflow.MlflowClient()
     params = dict(model_name=model_name, candidate=candidate, features_dir=str(features_dir), dry_run=dry_run,
                   eval_start=eval_start, eval_end=eval_end)
     context = (stage_run("promote", params) if mlflow.active_run() is None
@@ -197,13 +307,12 @@ def promote(
             raise ValueError(f"candidate {candidate!r} of {model_name!r} does not resolve: {error}") from None
         champ = current_version(model_name, CHAMPION)
         versions = [cand] + ([champ] if champ is not None and champ.version != cand.version else [])
-        start, end = evaluation_window(
-            features_dir, [v.tags.get("train_end", "1900-01-01") for v in versions], spark, eval_start, eval_end
-        )
-        metrics = {
-            v.version: evaluate_version(f"models:/{model_name}/{v.version}", features_dir, start, end, spark)
-            for v in versions
-        }
+        resolved = {v.version: resolve_version(f"models:/{model_name}/{v.version}") for v in versions}
+        footprints = [training_footprint(r) for r in resolved.values()]
+        start, end = evaluation_window(features_dir, [f.train_end for f in footprints], spark, eval_start, eval_end)
+        rows = evaluation_rows(spark.read.parquet(str(features_dir)), footprints, start, end)
+        evaluation_set = describe_evaluation_set(rows, footprints, start, end)
+        metrics = {number: evaluate_version(version, rows) for number, version in resolved.items()}
         cand_metrics = metrics[cand.version]
         champ_metrics = metrics.get(champ.version) if champ is not None else None
         if champ is not None and champ.version == cand.version:
@@ -215,33 +324,13 @@ def promote(
             "decision": decision, "reason": reason, "model_name": model_name,
             "candidate_version": int(cand.version),
             "previous_champion": int(champ.version) if champ is not None else None,
-            "evaluation_window": [start, end], "gate": asdict(gate), "dry_run": dry_run,
-            "candidate_metrics": cand_metrics, "champion_metrics": champ_metrics,
+            "evaluation_window": [start, end], "evaluation_set": evaluation_set, "gate": asdict(gate),
+            "dry_run": dry_run, "candidate_metrics": cand_metrics, "champion_metrics": champ_metrics,
             "run_id": run.info.run_id,
             "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        mlflow.log_params({"eval_start_resolved": start, "eval_end_resolved": end,
-                           **{f"gate.{k}": v for k, v in asdict(gate).items()}})
-        mlflow.log_metrics({f"candidate_{k}": float(v) for k, v in cand_metrics.items() if v == v})
-        if champ_metrics is not None:
-            mlflow.log_metrics({f"champion_{k}": float(v) for k, v in champ_metrics.items() if v == v})
-        mlflow.set_tags({"decision": decision, "reason": reason[:5000], "model_name": model_name,
-                         "candidate_version": cand.version,
-                         "previous_champion": champ.version if champ is not None else "none"})
-        mlflow.log_dict(record, "promotion.json")
-
-        note = f"{record['decided_at']} promote run {run.info.run_id}: {decision} ({reason})"
-        if decision == "promoted":
-            set_alias(model_name, CHAMPION, int(cand.version))
-            client.set_model_version_tag(model_name, cand.version, "champion_since", record["decided_at"])
-            if champ is not None:
-                client.set_model_version_tag(model_name, champ.version, "champion_until", record["decided_at"])
-                client.set_model_version_tag(model_name, champ.version, "replaced_by", cand.version)
-        client.set_model_version_tag(model_name, cand.version, "promotion_decision", decision)
-        client.set_model_version_tag(model_name, cand.version, "promotion_run_id", run.info.run_id)
-        description = (cand.description or "").strip()
-        client.update_model_version(model_name, cand.version, (description + "\n" + note).strip())
-        log.info("%s version %s: %s", model_name, cand.version, note)
+        _log_decision(record, gate)
+        _record_on_versions(model_name, cand, champ, record)
     return record
 
 
@@ -272,5 +361,7 @@ def promotion_history(model_name: str) -> list[dict[str, Any]]:
 
 def format_record(record: dict[str, Any]) -> str:
     """A one-paragraph human summary of a promotion record."""
-    return json.dumps({k: record[k] for k in ("decision", "reason", "candidate_version", "previous_champion",
-                                               "evaluation_window")}, ensure_ascii=False)
+    summary = {k: record[k] for k in ("decision", "reason", "candidate_version", "previous_champion",
+                                      "evaluation_window")}
+    summary["evaluated_on"] = {k: record["evaluation_set"][k] for k in ("companies", "n_companies", "n_rows")}
+    return json.dumps(summary, ensure_ascii=False)

@@ -115,6 +115,7 @@ class RegisteredVersion:
         run_id: The training run of that version.
         thresholds: ``{"risque_fort": t, "risque_modere": t}`` from the version's tags.
         config: The training configuration (``config.json`` of the training run).
+        tags: Every tag of the version (``train_end``, ``seed``, ...).
     """
 
     uri: str
@@ -123,6 +124,7 @@ class RegisteredVersion:
     run_id: str
     thresholds: dict[str, float]
     config: Any = field(compare=False)
+    tags: dict[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def version_uri(self) -> str:
@@ -195,7 +197,7 @@ def resolve_version(model_uri: str) -> RegisteredVersion:
     except (MlflowException, OSError, ConfigError) as error:
         raise RegistryError(f"cannot read the training configuration (config.json) of run {run_id} "
                             f"of {model_uri}: {error}") from error
-    return RegisteredVersion(model_uri, version.name, int(version.version), run_id, thresholds, config)
+    return RegisteredVersion(model_uri, version.name, int(version.version), run_id, thresholds, config, tags)
 
 
 def current_version(model_name: str, alias: str):

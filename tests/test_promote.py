@@ -67,3 +67,87 @@ def test_first_model_promoted_then_worse_model_refused(spark, tracking_uri, pane
     assert [h["decision"] for h in history] == ["promoted", "refused", "refused"]
     run = client.get_run(refused["run_id"])
     assert "champion_average_precision" in run.data.metrics and "candidate_average_precision" in run.data.metrics
+    assert refused["evaluation_set"]["companies"] == "held out by every version compared"
+    assert 0 < refused["evaluation_set"]["n_companies"] < 300 * 0.3
+
+
+def test_evaluation_rows_are_unseen_companies_after_both_windows(spark):
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    from sf_ml.modeling import held_out
+    from sf_ml.promote import TrainingFootprint, evaluation_rows
+
+    sirens = [f"{100000000 + i:09d}" for i in range(400)]
+    periodes = [pd.Timestamp("2019-05-01").date(), pd.Timestamp("2019-07-01").date(),
+                pd.Timestamp("2019-12-01").date(), pd.Timestamp("2020-01-01").date()]
+    frame = pd.DataFrame([(s, p, 1 if i % 7 == 0 else 0) for i, s in enumerate(sirens) for p in periodes],
+                         columns=["siren", "periode", "failure_18m"])
+    frame.loc[frame["periode"] == periodes[-1], "failure_18m"] = None
+    panel = spark.createDataFrame(frame.astype({"failure_18m": "Int32"}))
+    footprints = [TrainingFootprint(1, "2019-06-01", 0.5, 3), TrainingFootprint(2, "2019-06-01", 0.5, 11)]
+    rows = evaluation_rows(panel, footprints, "2019-07-01", "2020-06-01")
+    marked = panel.select("siren", held_out("siren", 0.5, 3).alias("a"), held_out("siren", 0.5, 11).alias("b"))
+    unseen = {r.siren for r in marked.where(F.col("a") & F.col("b")).collect()}
+    kept = rows.toPandas()
+    assert 60 < len(unseen) < 140  # about a quarter: the two splits are independent
+    assert set(kept["siren"]) == unseen
+    assert sorted(set(kept["periode"].astype(str))) == ["2019-07-01", "2019-12-01"]  # after the windows, labelled
+    assert len(kept) == 2 * len(unseen)
+
+
+def _register_memoriser(spark, features: str, config, seed: int, model_name: str) -> int:
+    """A "model" that is a lookup of every failing row of its training companies, at every periode,
+    the evaluation periodes included; honest tags (train_end, seed) say which companies it trained on."""
+    import mlflow
+    import mlflow.spark
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import SQLTransformer, VectorAssembler
+    from pyspark.sql import functions as F
+
+    from sf_ml.modeling import held_out
+    from sf_ml.registry import register_model
+
+    panel = spark.read.parquet(features)
+    trained_on = panel.where(~held_out("siren", config.split.test_fraction, seed) & (F.col("failure_18m") == 1))
+    keys = ", ".join(f"'{r.siren}|{r.periode.isoformat()}'" for r in trained_on.select("siren", "periode").collect())
+    lookup = Pipeline(stages=[
+        SQLTransformer(statement="SELECT *, CASE WHEN concat(siren, '|', cast(periode AS string)) IN "
+                                 f"({keys}) THEN 0.95 ELSE 0.02 END AS remembered FROM __THIS__"),
+        SQLTransformer(statement="SELECT *, 1.0 - remembered AS forgotten FROM __THIS__"),
+        VectorAssembler(inputCols=["forgotten", "remembered"], outputCol="probability"),
+    ]).fit(panel.limit(1))
+    with mlflow.start_run() as run:
+        mlflow.log_dict(config.to_dict(), "config.json")
+        mlflow.spark.log_model(lookup, artifact_path="model", pip_requirements=[])
+    tags = {"threshold_risque_fort": 0.5, "threshold_risque_modere": 0.1, "train_end": TRAIN[1], "seed": seed}
+    return register_model(run.info.run_id, "model", model_name, "challenger", tags)
+
+
+def test_a_model_that_memorised_the_evaluation_rows_cannot_win(spark, tracking_uri, panels):
+    from pyspark.sql import functions as F
+
+    from sf_ml.promote import evaluate_version
+    from sf_ml.registry import resolve_version
+    from sf_ml.train import train_model
+
+    features, _ = panels
+    config = load_config("standard", FAST_OVERRIDES["standard"])
+    name = MODEL + "_memo"
+    import mlflow
+
+    with mlflow.start_run():
+        honest = train_model(features, config, *TRAIN, model_name=name, spark=spark)
+    assert promote(name, "challenger", features, spark=spark)["decision"] == "promoted"
+    memoriser = _register_memoriser(spark, features, config, config.seed, name)
+
+    record = promote(name, "challenger", features, spark=spark)
+    assert record["candidate_version"] == memoriser and record["decision"] == "refused", record["reason"]
+    assert record["candidate_metrics"]["average_precision"] < record["champion_metrics"]["average_precision"]
+    # The same two versions judged on every company of the window: the memoriser would have won.
+    start, end = record["evaluation_window"]
+    every_company = spark.read.parquet(features).where(
+        F.col("failure_18m").isNotNull() & F.col("periode").between(start, end))
+    seen = {v: evaluate_version(resolve_version(f"models:/{name}/{v}"), every_company)["average_precision"]
+            for v in (honest["version"], memoriser)}
+    assert seen[memoriser] > seen[honest["version"]] + 0.1, seen
