@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,62 @@ def run_main(tmp_path: Path, uri: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
 
 
+def _world_sirens(raw_dir: Path) -> set[str]:
+    import pandas as pd
+
+    return set(pd.read_csv(raw_dir / "sirene_unites_legales.csv", dtype=str, usecols=["siren"])["siren"])
+
+
+def _record_bytes(client, run, into: Path):
+    """Every record a run left in the store, as (where, bytes): artifacts (parquet decoded), the
+    artifacts of the models it logged, its dataset inputs, params and tags."""
+    import mlflow
+    import pandas as pd
+
+    roots = [Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(into / "run")))]
+    for model in client.search_logged_models([run.info.experiment_id]):
+        if model.source_run_id == run.info.run_id:
+            roots.append(Path(mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location,
+                                                                  dst_path=str(into / model.model_id))))
+    for path in (p for root in roots for p in root.rglob("*") if p.is_file()):
+        yield str(path), path.read_bytes()
+        if path.suffix == ".parquet":
+            yield f"{path} (decoded)", pd.read_parquet(path).to_csv().encode()
+    yield "params and tags", json.dumps([run.data.params, run.data.tags]).encode()
+    for given in run.inputs.dataset_inputs:
+        dataset = given.dataset
+        yield f"dataset {dataset.name}", json.dumps([dataset.source, dataset.schema, dataset.profile]).encode()
+
+
+def sirens_recorded(client, runs, sirens: set[str], into: Path) -> dict[str, set[str]]:
+    """Where the runs' records hold a siren of ``sirens`` (input examples, tables, dicts, datasets, models)."""
+    digits = re.compile(rb"(?<![0-9.])[0-9]{6,9}(?![0-9])")  # a whole number, not a fraction's digits
+    forms = {**{s.lstrip("0"): s for s in sirens}, **{s: s for s in sirens}}  # as text, or as an integer
+    found = {}
+    for run in runs:
+        for where, data in _record_bytes(client, run, into / run.info.run_id):
+            hits = {forms[m.decode()] for m in digits.findall(data) if m.decode() in forms}
+            if hits:
+                found[f"{run.data.tags.get('stage')}: {where}"] = hits
+    return found
+
+
+def example_rows_in_panel(model_uri: str, features_dir: Path, into: Path) -> int:
+    """How many rows of a registered model's input example are rows of the panel (all values equal)."""
+    import mlflow
+    import pandas as pd
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(into)))
+    example = json.loads((local / "input_example.json").read_text())
+    example = pd.DataFrame(example["data"], columns=example["columns"])
+    panel = pd.read_parquet(features_dir, columns=list(example.columns))
+    found = 0
+    for _, row in example.iterrows():
+        given = row.dropna()
+        found += int((panel[given.index] == given).all(axis=1).any()) if len(given) else 0
+    return found
+
+
 @pytest.mark.slow
 def test_main_pipeline_end_to_end_then_reused(tmp_path):
     import mlflow
@@ -53,6 +110,13 @@ def test_main_pipeline_end_to_end_then_reused(tmp_path):
         "generate", "build_features", "train", "promote", "score"}
     promote = next(c for c in children if c.data.tags.get("mlflow.project.entryPoint") == "promote")
     assert promote.data.tags["decision"] == "promoted"
+    # No siren of the world leaves the data: the store of train, promote and score runs holds none.
+    sirens = _world_sirens(tmp_path / "work" / "raw")
+    assert len(sirens) >= 400
+    stages = [c for c in children if c.data.tags.get("stage") in ("train", "promote", "score")]
+    assert len(stages) == 3
+    assert sirens_recorded(client, stages, sirens, tmp_path / "records") == {}
+    assert example_rows_in_panel("models:/sf_failure_e2e/1", tmp_path / "work" / "features", tmp_path / "example") == 0
 
     scores = tmp_path / "work" / "scores" / "2025-12-01"
     alert_list = json.loads((scores / "alert_list.json").read_text())
