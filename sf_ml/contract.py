@@ -22,12 +22,31 @@ SIRET = "siret"  # string of 14 digits, left-padded
 ID_WIDTH = {SIREN: 9, SIRET: 14}
 
 FAILURE_NATURES = ("1", "2", "3", "4", "8")
-EXCLUDED_NAF_DIVISIONS = ("84", "85")
-EXCLUDED_LEGAL_CATEGORIES = (
-    "4110", "4120", "4140", "4160", "7210", "7220", "7346", "7348", "7366", "7373",
-    "7379", "7383", "7389", "7410", "7430", "7470", "7490",
-)
 TARGET_HORIZON_MONTHS = 18
+
+
+@dataclass(frozen=True)
+class ScopeRule:
+    """The contract's scope at a periode T: the companies scored, and labelled, at T.
+
+    A company is in scope at T when it has a headcount record in the ``recent_months`` months
+    before T, a headcount of at least ``min_headcount`` in one of the ``headcount_lookback_months``
+    months before T, an active head office, a NAF division and a legal category outside the
+    excluded ones, and no failure judgment before T. :mod:`sf_ml.panel` and the generator's rate
+    check both read this one spec.
+    """
+
+    recent_months: int = 3
+    headcount_lookback_months: int = 36
+    min_headcount: float = 10
+    excluded_naf_divisions: tuple[str, ...] = ("84", "85")  # public administration, education
+    excluded_legal_categories: tuple[str, ...] = (
+        "4110", "4120", "4140", "4160", "7210", "7220", "7346", "7348", "7366", "7373",
+        "7379", "7383", "7389", "7410", "7430", "7470", "7490",
+    )
+
+
+SCOPE = ScopeRule()
 
 DGFIP_AMOUNT_COLUMNS = (
     "mnt_af_ca", "mnt_af_sig_ebe_ret", "mnt_af_sig_va_ret", "mnt_af_endettement_net",

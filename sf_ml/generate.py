@@ -36,10 +36,10 @@ import pyarrow.compute as pc
 from sf_ml.contract import (
     BOOL,
     DATE,
-    EXCLUDED_LEGAL_CATEGORIES,
     FAILURE_NATURES,
     FLOAT,
     INT,
+    SCOPE,
     TABLES,
     TARGET_HORIZON_MONTHS,
 )
@@ -131,7 +131,7 @@ _PRIVATE_CATEGORIES = {
     "9220": 0.05, "5202": 0.01, "6540": 0.01, "5785": 0.01, "5308": 0.01,
 }
 _EDUCATION_CATEGORIES = {"9220": 0.6, "5710": 0.3, "5499": 0.1}
-_PUBLIC_CATEGORIES = {c: (8.0 if c == "7210" else 1.0) for c in EXCLUDED_LEGAL_CATEGORIES}
+_PUBLIC_CATEGORIES = {c: (8.0 if c == "7210" else 1.0) for c in SCOPE.excluded_legal_categories}
 
 # INSEE commune codes (large cities, small prefectures, Corsica, overseas) with rough weights.
 _COMMUNES = {
@@ -1387,11 +1387,18 @@ def _month_index(dates, first: np.datetime64) -> np.ndarray:
     return np.where(np.isnat(d), -10**6, out)
 
 
-def _measure_positive_rate(raw_dir: str | Path) -> dict[str, float]:
+def _measure_positive_rate(raw_dir: str | Path, first_periode: str | None = None,
+                           last_periode: str | None = None) -> dict[str, float]:
     """Share of in-scope company-months with a failure within 18 months, per the contract.
+
+    An independent (NumPy, no Spark) reading of :data:`sf_ml.contract.SCOPE` and the target, so
+    the generator can check its rate without building the panel; a test holds it equal to
+    :func:`sf_ml.panel.build_panel`'s labelled rows.
 
     Args:
         raw_dir: A raw directory (as written by :func:`generate_world`).
+        first_periode: First periode counted (ISO date; default: the first headcount month).
+        last_periode: Last periode counted (default: the last whose horizon the judgments cover).
 
     Returns:
         ``{"rate", "positives", "samples"}`` over the months whose horizon the judgments cover.
@@ -1409,10 +1416,10 @@ def _measure_positive_rate(raw_dir: str | Path) -> dict[str, float]:
     grid[s_idx, m_idx] = eff["effectif"].astype(float).to_numpy()
     cs = np.concatenate([np.zeros((n, 1)), np.cumsum(grid >= 0, axis=1)], axis=1)
     t = np.arange(months)
-    recent = (cs[:, t] - cs[:, np.maximum(t - 3, 0)]) > 0
-    max36 = pd.DataFrame(grid.T).rolling(36, min_periods=1).max().to_numpy()
-    max36 = np.vstack([np.full((1, n), -1.0), max36[:-1]]).T
-    in_scope = recent & (max36 >= 10)
+    recent = (cs[:, t] - cs[:, np.maximum(t - SCOPE.recent_months, 0)]) > 0
+    largest = pd.DataFrame(grid.T).rolling(SCOPE.headcount_lookback_months, min_periods=1).max().to_numpy()
+    largest = np.vstack([np.full((1, n), -1.0), largest[:-1]]).T  # over the months before T
+    in_scope = recent & (largest >= SCOPE.min_headcount)
 
     etab = _read(raw_dir, "sirene_etablissements")
     head = etab[etab["etablissementSiege"] == "true"]
@@ -1420,8 +1427,8 @@ def _measure_positive_rate(raw_dir: str | Path) -> dict[str, float]:
     division = head["activitePrincipaleEtablissement"].str[:2].reindex(sirens)
     ul = _read(raw_dir, "sirene_unites_legales")
     category = ul.set_index(ul["siren"].str.zfill(9))["categorieJuridiqueUniteLegale"]
-    ok = (~division.isin(["84", "85"]).to_numpy()
-          & ~category.reindex(sirens).isin(EXCLUDED_LEGAL_CATEGORIES).to_numpy())
+    ok = (~division.isin(SCOPE.excluded_naf_divisions).to_numpy()
+          & ~category.reindex(sirens).isin(SCOPE.excluded_legal_categories).to_numpy())
     in_scope &= ok[:, None]
 
     hist = _read(raw_dir, "sirene_etablissements_historique")
@@ -1454,6 +1461,10 @@ def _measure_positive_rate(raw_dir: str | Path) -> dict[str, float]:
     failed_before = ~np.isnat(fail_date) & (fail_date < periods)
     target = ~np.isnat(fail_date) & (fail_date >= periods) & (fail_date < horizon)
     usable = in_scope & ~failed_before & (horizon <= dates.max())
+    if first_periode is not None:
+        usable &= periods >= np.datetime64(first_periode, "D")
+    if last_periode is not None:
+        usable &= periods <= np.datetime64(last_periode, "D")
     samples = int(usable.sum())
     positives = int((target & usable).sum())
     return {"rate": positives / max(samples, 1), "positives": positives, "samples": samples}

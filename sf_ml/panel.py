@@ -19,15 +19,13 @@ from pyspark.sql import functions as F
 from sf_ml import sources, sqltext
 from sf_ml.config import AGGREGATIONS, aggregated_name
 from sf_ml.windows import MonthlyGrid, WindowOp
-from sf_ml.contract import (
-    EXCLUDED_LEGAL_CATEGORIES,
-    EXCLUDED_NAF_DIVISIONS,
-    TARGET_HORIZON_MONTHS,
-)
+from sf_ml.contract import SCOPE, TARGET_HORIZON_MONTHS
 
-SCOPE_RECENT_MONTHS = 3
-SCOPE_HEADCOUNT_MONTHS = 36
-SCOPE_MIN_HEADCOUNT = 10
+# The headcount part of the scope (contract.SCOPE) as window outputs and their minimum values:
+# the kernel drops the rows below them, and in_scope states the whole rule.
+RECENT_HEADCOUNTS = "n_effectif_recents"
+MAX_HEADCOUNT = f"effectif_max_{SCOPE.headcount_lookback_months}m"
+HEADCOUNT_SCOPE = {RECENT_HEADCOUNTS: 1, MAX_HEADCOUNT: SCOPE.min_headcount}
 
 KEY = ["siren", "periode"]
 # Month index of periode (see month_index): every window orders by this one column.
@@ -85,7 +83,7 @@ def company_grid(
         The grid, marked by ``__effectif_record`` (rows at the periodes headcounts are known).
     """
     return MonthlyGrid(
-        marker="__effectif_record", first_offset=0, last_offset=SCOPE_RECENT_MONTHS - 1,
+        marker="__effectif_record", first_offset=0, last_offset=SCOPE.recent_months - 1,
         low=_month_number(grid_start), high=_month_number(end), keep_from=_month_number(start),
         per_company=per_company,
     )
@@ -97,18 +95,16 @@ def _month_number(day: dt.date) -> int:
 
 
 def in_scope(panel: DataFrame) -> Column:
-    """The contract's scope rule at T, as a boolean column over the panel's helper columns."""
-    return (
-        (F.col("n_effectif_recents") > 0)
-        & (F.col("effectif_max_36m") >= SCOPE_MIN_HEADCOUNT)
-        & F.col("siege_actif")
-        & (F.coalesce(F.col("naf_division"), F.lit("")).isin(*EXCLUDED_NAF_DIVISIONS) == F.lit(False))
-        & (
-            F.coalesce(F.col("categorie_juridique"), F.lit("")).isin(*EXCLUDED_LEGAL_CATEGORIES)
-            == F.lit(False)
-        )
+    """The contract's scope rule (:data:`sf_ml.contract.SCOPE`) at T, over the panel's helper columns."""
+    rule = (
+        F.col("siege_actif")
+        & ~F.coalesce(F.col("naf_division"), F.lit("")).isin(*SCOPE.excluded_naf_divisions)
+        & ~F.coalesce(F.col("categorie_juridique"), F.lit("")).isin(*SCOPE.excluded_legal_categories)
         & (F.col("date_defaillance").isNull() | (F.col("date_defaillance") >= F.col("periode")))
     )
+    for column, least in HEADCOUNT_SCOPE.items():
+        rule = rule & (F.col(column) >= F.lit(least))
+    return rule
 
 
 def failure_target(periode: Column, failure_date: Column, labels_until: str | dt.date) -> Column:
@@ -218,7 +214,7 @@ def lookback_months(time_aggregation: dict[str, dict[str, list[int]]]) -> int:
         (m for spec in time_aggregation.values() for months in spec.values() for m in months), default=0
     )
     # dette_sur_cotisation_mean12m averages 12 months; aggregations may apply to it too.
-    return max(SCOPE_HEADCOUNT_MONTHS, longest + 12)
+    return max(SCOPE.headcount_lookback_months, longest + 12)
 
 
 # The tables whose rows feed the stack of company_months, shuffled once each by siren.
@@ -346,8 +342,8 @@ def company_months(
     months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {sqltext.name(c)}" for c in absent_flows))
     ops = [
         WindowOp("effectif", "carry", "__effectif_mois"),
-        WindowOp("n_effectif_recents", "count", "__effectif_mois", SCOPE_RECENT_MONTHS),
-        WindowOp("effectif_max_36m", "max", "__effectif_mois", SCOPE_HEADCOUNT_MONTHS),
+        WindowOp(RECENT_HEADCOUNTS, "count", "__effectif_mois", SCOPE.recent_months),
+        WindowOp(MAX_HEADCOUNT, "max", "__effectif_mois", SCOPE.headcount_lookback_months),
     ]
     for name, columns in STATE_COLUMNS.items():
         if name not in states:
@@ -417,7 +413,7 @@ def build_panel(
     # The headcount part of the scope rule is applied in the kernel: fewer rows come back.
     panel = apply_windows(
         panel, ops, grid=company_grid(grid_start, start_date, end_date, per_company=("__date_creation",)),
-        require={"n_effectif_recents": 1, "effectif_max_36m": SCOPE_MIN_HEADCOUNT},
+        require=HEADCOUNT_SCOPE,
     )
     for frame in static:
         panel = panel.join(F.broadcast(frame), "siren", "left")

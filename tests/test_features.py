@@ -87,6 +87,8 @@ def test_truncation_invariance(spark, raw_world, tmp_path):
 def test_build_features_writes_partitioned_panel_and_logs_run(spark, raw_world, tmp_path, tracking_uri):
     import mlflow
 
+    from sf_ml.generate import _measure_positive_rate
+
     from sf_ml.features import build_features
     from sf_ml.tracking import stage_run
 
@@ -106,6 +108,10 @@ def test_build_features_writes_partitioned_panel_and_logs_run(spark, raw_world, 
     # judgments are known to the latest one (end of 2023): 2022-12 + 18 months lies beyond
     labelled = {r.periode: r.n for r in panel.groupBy("periode").agg(F.count(TARGET).alias("n")).collect()}
     assert labelled[dt.date(2022, 12, 1)] == 0 and labelled[dt.date(2021, 6, 1)] > 0
+    # One scope rule (contract.SCOPE): the generator's NumPy rate check counts exactly these rows.
+    counts = panel.agg(F.count(TARGET).alias("samples"), F.sum(TARGET).alias("positives")).first()
+    measured = _measure_positive_rate(raw_world, "2017-01-01", "2022-12-01")
+    assert (measured["samples"], measured["positives"]) == (counts["samples"], counts["positives"])
 
     logged = mlflow.get_run(run.info.run_id)
     assert logged.data.metrics["rows"] == summary["rows"]

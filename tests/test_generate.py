@@ -13,11 +13,11 @@ from sf_ml import generate
 from sf_ml.contract import (
     BOOL,
     DATE,
-    EXCLUDED_LEGAL_CATEGORIES,
     FAILURE_NATURES,
     FLOAT,
     ID_WIDTH,
     INT,
+    SCOPE,
     TABLES,
 )
 from sf_ml.generate import generate_world
@@ -135,7 +135,7 @@ def test_export_quirks(small_world):
     assert etab["activitePrincipaleEtablissement"].str.fullmatch(r"\d{2}\.\d{2}[A-Z]").all()
 
     categories = ul["categorieJuridiqueUniteLegale"]
-    assert categories.isin(EXCLUDED_LEGAL_CATEGORIES).any()
+    assert categories.isin(SCOPE.excluded_legal_categories).any()
     assert categories.isin(["5710", "5499"]).any()
     assert etab["activitePrincipaleEtablissement"].str[:2].isin(["84", "85"]).any()
 
