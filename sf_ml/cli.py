@@ -138,7 +138,8 @@ def ingest(raw_dir: str, output_dir: str) -> None:
 
 
 @cli.command("build-features")
-@click.option("--raw-dir", required=True, type=EXISTING_DIR, help="Raw directory following the data contract.")
+@click.option("--raw-dir", required=True, type=EXISTING_DIR,
+              help="Raw directory following the data contract, or a typed directory written by ingest.")
 @click.option("--output-dir", required=True, help="Features directory (parquet partitioned by periode).")
 @click.option("--config", default=DEFAULT_CONFIG, show_default=True, help="Experiment config (name or path).")
 @click.option("--start", callback=_iso_date, required=True, help="First periode to build (ISO date, first of a month).")
@@ -151,6 +152,7 @@ def build_features(raw_dir: str, output_dir: str, config: str, start: str, end: 
     from sf_ml.config import load_config
     from sf_ml.features import build_features as build
     from sf_ml.ingest import RawDataError
+    from sf_ml.manifest import TypedDataError
     from sf_ml.tracking import stage_run
 
     labels_until = labels_until or None
@@ -160,7 +162,7 @@ def build_features(raw_dir: str, output_dir: str, config: str, start: str, end: 
     with stage_run("build_features", params, cfg.to_dict()):
         try:
             summary = build(raw_dir, output_dir, cfg, start=start, end=end, labels_until=labels_until)
-        except RawDataError as error:
+        except (RawDataError, TypedDataError) as error:
             _fail(error)
     click.echo(f"features written to {output_dir}: {summary['rows']} rows, "
                f"positive rate {summary['positive_rate']:.4f}")
@@ -293,11 +295,13 @@ def promote(model_name: str, candidate: str, features_dir: str, dry_run: bool, e
 @click.option("--prediction-date", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
               help="Date scored (ISO, YYYY-MM-DD); its month's first day is the periode.")
 @click.option("--features-dir", default="", help="Features panel holding the periode (or --raw-dir).")
-@click.option("--raw-dir", default="", help="Raw directory: the month is built with the model's config (or --features-dir).")
+@click.option("--raw-dir", default="",
+              help="Raw (or typed, from ingest) directory: the month is built with the model's config (or --features-dir).")
 @click.option("--output-dir", required=True, help="Directory replaced atomically by predictions, alert list, manifest.")
 def score(model_uri: str, prediction_date: dt.datetime, features_dir: str, raw_dir: str, output_dir: str) -> None:
     """Score every company in scope at a date with a registered model; write the alert list."""
     from sf_ml.ingest import RawDataError
+    from sf_ml.manifest import TypedDataError
     from sf_ml.score import ScoringError, score_companies
     from sf_ml.tracking import stage_run
 
@@ -311,7 +315,7 @@ def score(model_uri: str, prediction_date: dt.datetime, features_dir: str, raw_d
         try:
             summary = score_companies(model_uri, prediction_date, output_dir, features_dir=features_dir,
                                       raw_dir=raw_dir)
-        except (ScoringError, RawDataError) as error:
+        except (ScoringError, RawDataError, TypedDataError) as error:
             _fail(error)
     counts = summary["counts"]
     click.echo(
@@ -353,7 +357,7 @@ def monitor(scores_dir: str, features_dir: str) -> None:
 @click.option("--model-name", default="sf_failure", show_default=True, help="Registered model name.")
 def run_all(workdir: str, raw_dir: str, config: str, n_companies: int, seed: int, start: str, end: str,
             train_start: str, train_end: str, prediction_date: str, model_name: str) -> None:
-    """Whole pipeline: generate -> build_features -> train -> promote -> score, as child runs."""
+    """Whole pipeline: generate -> ingest -> build_features -> train -> promote -> score, as child runs."""
     from sf_ml.pipeline import PipelineStopped
     from sf_ml.pipeline import run_all as run_pipeline
     from sf_ml.tracking import stage_run

@@ -23,6 +23,8 @@ ID_WIDTH = {SIREN: 9, SIRET: 14}
 
 FAILURE_NATURES = ("1", "2", "3", "4", "8")
 TARGET_HORIZON_MONTHS = 18
+# Recorded in every typed directory's manifest: raise it when a table, column, type or rule changes.
+CONTRACT_VERSION = "1"
 
 
 @dataclass(frozen=True)

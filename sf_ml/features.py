@@ -1,7 +1,8 @@
 """Stage ``build_features``: contract raw directory -> point-in-time panel on disk.
 
 Reads and validates the raw tables (typed once into a scratch parquet copy next to the output,
-removed at the end), builds the panel of :mod:`sf_ml.panel` with the experiment's time
+removed at the end), or reads the typed tables of a directory ``ingest`` wrote (validate once,
+build many), builds the panel of :mod:`sf_ml.panel` with the experiment's time
 aggregations, writes it as parquet partitioned by ``periode`` (atomically: into a staging
 directory moved into place at the end) and logs its profile to the active MLflow run.
 """
@@ -116,7 +117,8 @@ def build_features(
     """Build the panel of ``raw_dir`` for periodes ``start``..``end`` into ``output_dir``.
 
     Args:
-        raw_dir: Raw directory following the data contract.
+        raw_dir: Raw directory following the data contract, or a typed directory written by
+            ``ingest`` (checked against its manifest, not parsed or validated again).
         output_dir: Features directory, replaced atomically (parquet partitioned by periode).
         config: Experiment configuration (time aggregations, missing indicators).
         start: First periode (ISO date).
@@ -130,17 +132,19 @@ def build_features(
 
     Raises:
         sf_ml.ingest.RawDataError: The raw directory breaks the contract (nothing is written).
+        sf_ml.manifest.TypedDataError: A typed directory without a manifest or that no longer
+            matches it (nothing is written).
     """
     import mlflow
 
-    from sf_ml.ingest import read_raw
+    from sf_ml.ingest import read_tables
     from sf_ml.spark import get_spark
 
     spark = spark or get_spark("sf_ml-build_features")
     began = time.monotonic()
     output_dir = Path(output_dir)
     with atomic_directory(output_dir) as staging, scratch_directory(output_dir) as typed_dir:
-        tables = read_raw(spark, raw_dir, staging_dir=typed_dir)
+        tables = read_tables(spark, raw_dir, staging_dir=typed_dir)
         validation_seconds = time.monotonic() - began
         panel = build_panel(
             tables, start, end, config.features.time_aggregation, labels_until,

@@ -58,6 +58,7 @@ from pyspark.sql import types as T
 from sf_ml import sqltext
 from sf_ml.contract import BOOL, DATE, FLOAT, ID_WIDTH, INT, REQUIRED_TABLES, TABLES, Column, Table
 from sf_ml.io import atomic_directory
+from sf_ml.manifest import check_typed_directory, is_typed_directory, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -189,13 +190,47 @@ def read_raw(
         return _read_validated(spark, raw_dir, names, Path(scratch) / "typed").frames
 
 
+def read_typed(spark: SparkSession, typed_dir: str | Path) -> dict[str, DataFrame]:
+    """The tables of a typed directory written by :func:`ingest`, checked against its manifest.
+
+    Args:
+        spark: Spark session.
+        typed_dir: Typed directory.
+
+    Returns:
+        Table name to typed DataFrame, as :func:`read_raw` returns them (no parsing or validation).
+
+    Raises:
+        sf_ml.manifest.TypedDataError: No manifest, or files that no longer match it.
+    """
+    manifest = check_typed_directory(typed_dir)
+    logger.info("Reading typed tables of %s (validated by ingest at %s)", typed_dir, manifest["ingested_at"])
+    return {name: _read_staged(spark, Path(typed_dir), name) for name in TABLES if name in manifest["rows"]}
+
+
+def read_tables(spark: SparkSession, directory: str | Path, staging_dir: str | Path) -> dict[str, DataFrame]:
+    """The typed tables of a raw directory (validated, typed into ``staging_dir``) or of a typed one.
+
+    Args:
+        spark: Spark session.
+        directory: A raw directory (contract files) or a typed directory (:func:`ingest`'s output).
+        staging_dir: For a raw directory, as in :func:`read_raw`; unused for a typed one.
+
+    Returns:
+        Table name to typed DataFrame.
+    """
+    if is_typed_directory(directory):
+        return read_typed(spark, directory)
+    return read_raw(spark, directory, staging_dir=staging_dir)
+
+
 def ingest(
     raw_dir: str | Path, output_dir: str | Path, spark: SparkSession | None = None
 ) -> dict[str, int]:
     """Validate a raw directory and write its typed tables as parquet, all or nothing.
 
-    ``output_dir/<table>/`` is written for each table present; an existing ``output_dir`` is
-    replaced only once the new one is complete. When an MLflow run is active, row counts are
+    ``output_dir/<table>/`` is written for each table present, with ``output_dir/manifest.json``
+    (:mod:`sf_ml.manifest`); an existing ``output_dir`` is replaced only once the new one is complete. When an MLflow run is active, row counts are
     logged as metrics ``rows.<table>`` and absent optional tables as tag
     ``ingest.absent_optional_tables``.
 
@@ -216,6 +251,7 @@ def ingest(
         spark = get_spark()
     with atomic_directory(output_dir) as staging:
         loaded = _read_validated(spark, raw_dir, _table_names(None), staging)
+        write_manifest(staging, raw_dir, loaded.counts, loaded.absent)
     logger.info("Ingested %s into %s: %s", raw_dir, output_dir, loaded.counts)
 
     import mlflow

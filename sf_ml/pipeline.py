@@ -1,9 +1,11 @@
-"""Entry point ``main``: generate -> build_features -> train -> promote -> score, one parent run.
+"""Entry point ``main``: generate -> ingest -> build_features -> train -> promote -> score.
 
 Each step is the project's own entry point launched with ``mlflow.run`` (``--env-manager local``),
-so it becomes a child run of the pipeline's run. A step whose entry point already finished with
+so it becomes a child run of the pipeline's (parent) run. A step whose entry point already finished with
 the same parameters at the same git commit (and whose outputs still exist) is not run again:
-its earlier run is reused and recorded as such.
+its earlier run is reused and recorded as such. ``ingest`` is reused only while the export holds
+the very files its typed directory's manifest records (:func:`sf_ml.manifest.export_unchanged`),
+and once a step runs again, every later step runs again too.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ def _find_finished(client, experiment_id: str, entry_point: str, parameters: dic
     return None
 
 
-def run_step(entry_point: str, parameters: dict[str, Any], outputs: list[str] | None = None) -> tuple[Any, bool]:
+def run_step(entry_point: str, parameters: dict[str, Any], outputs: list[str] | None = None,
+             reusable: bool = True) -> tuple[Any, bool]:
     """Run one entry point as a child run, or reuse an identical finished one.
 
     Args:
         entry_point: MLproject entry point.
         parameters: Its parameters (stringified).
         outputs: Paths the step writes; a reused run needs them to still exist.
+        reusable: False to run the step even if an identical run exists (its inputs changed).
 
     Returns:
         ``(run, reused)`` with the child's ``mlflow.entities.Run``.
@@ -50,7 +54,7 @@ def run_step(entry_point: str, parameters: dict[str, Any], outputs: list[str] | 
     parameters = {k: str(v) for k, v in parameters.items()}
     commit = get_git_commit(str(PROJECT_DIR))
     earlier = _find_finished(client, parent.info.experiment_id, entry_point, parameters, commit)
-    if earlier is not None and all(Path(p).exists() for p in outputs or []):
+    if reusable and earlier is not None and all(Path(p).exists() for p in outputs or []):
         log.info("step %s: reusing run %s (same parameters, commit %s)", entry_point, earlier.info.run_id, commit)
         mlflow.set_tag(f"step.{entry_point}", f"reused {earlier.info.run_id}")
         return earlier, True
@@ -131,33 +135,37 @@ def run_all(
     """
     import mlflow
 
+    from sf_ml.manifest import export_unchanged
+
     work = Path(workdir).resolve()
     client = mlflow.MlflowClient()
     steps: dict[str, Any] = {}
+
+    def step(entry_point: str, parameters: dict[str, Any], outputs: list[str] | None = None, reusable: bool = True):
+        rerun_all = any(not reused for _, reused in steps.values())  # an input of this step changed
+        run, reused = run_step(entry_point, parameters, outputs, reusable=reusable and not rerun_all)
+        steps[entry_point] = (run.info.run_id, reused)
+        return run
+
     if raw_dir is None:
         raw_dir = str(work / "raw")
-        run, reused = run_step("generate", dict(output_dir=raw_dir, n_companies=n_companies, seed=seed,
-                                                start="2014-01-01", end="2025-12-31", file_format="csv"), [raw_dir])
-        steps["generate"] = (run.info.run_id, reused)
-    features_dir = str(work / "features")
-    run, reused = run_step("build_features", dict(raw_dir=raw_dir, output_dir=features_dir, config=config,
-                                                  start=start, end=end, labels_until=""), [features_dir])
-    steps["build_features"] = (run.info.run_id, reused)
-    run, reused = run_step("train", dict(features_dir=features_dir, config=config, train_start=train_start,
-                                         train_end=train_end, model_name=model_name, seed=""))
-    steps["train"] = (run.info.run_id, reused)
+        step("generate", dict(output_dir=raw_dir, n_companies=n_companies, seed=seed, start="2014-01-01",
+                              end="2025-12-31", file_format="csv"), [raw_dir])
+    typed_dir, features_dir = str(work / "typed"), str(work / "features")
+    step("ingest", dict(raw_dir=raw_dir, output_dir=typed_dir), [typed_dir], export_unchanged(raw_dir, typed_dir))
+    step("build_features", dict(raw_dir=typed_dir, output_dir=features_dir, config=config, start=start, end=end,
+                                labels_until=""), [features_dir])
+    run = step("train", dict(features_dir=features_dir, config=config, train_start=train_start,
+                             train_end=train_end, model_name=model_name, seed=""))
     version = run.data.tags["registered_version"]
-    run, reused = run_step("promote", dict(model_name=model_name, candidate=version, features_dir=features_dir,
-                                           dry_run="false", eval_start="", eval_end=""))
-    steps["promote"] = (run.info.run_id, reused)
+    run = step("promote", dict(model_name=model_name, candidate=version, features_dir=features_dir,
+                               dry_run="false", eval_start="", eval_end=""))
     promote_tags = client.get_run(run.info.run_id).data.tags
     decision = promote_tags.get("decision")
     champion = champion_after_promotion(model_name, version, promote_tags, run.info.run_id)
     scores_dir = str(work / "scores" / prediction_date)
-    run, reused = run_step("score", dict(model_uri=f"models:/{model_name}/{champion.version}",
-                                         prediction_date=prediction_date, features_dir=features_dir,
-                                         raw_dir="", output_dir=scores_dir), [scores_dir])
-    steps["score"] = (run.info.run_id, reused)
+    step("score", dict(model_uri=f"models:/{model_name}/{champion.version}", prediction_date=prediction_date,
+                       features_dir=features_dir, raw_dir="", output_dir=scores_dir), [scores_dir])
     summary = {
         "steps": {name: {"run_id": rid, "reused": r} for name, (rid, r) in steps.items()},
         "trained_version": int(version), "promotion": decision, "champion_version": int(champion.version),

@@ -137,3 +137,53 @@ def test_build_features_bad_raw_dir_writes_nothing(spark, raw_world, tmp_path):
     assert "2020-13-45" in str(error.value)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging nor scratch left
+
+
+def test_typed_directory_builds_the_raw_panel_and_refuses_tampering(spark, raw_world, tmp_path):
+    """Validate once, build many: ingest's typed directory gives exactly the raw directory's panel;
+    a typed directory without its manifest, or with a changed file, is refused and nothing written."""
+    import shutil
+
+    from sf_ml.features import build_features
+    from sf_ml.ingest import ingest
+    from sf_ml.manifest import MANIFEST, TypedDataError, export_unchanged
+
+    config = load_config("xgboost_history")
+    typed = tmp_path / "typed"
+    ingest(raw_world, typed, spark=spark)
+    assert export_unchanged(raw_world, typed)
+    window = dict(start="2019-06-01", end="2019-09-01", labels_until="2023-12-31", spark=spark)
+    build_features(raw_world, tmp_path / "from_raw", config, **window)
+    build_features(typed, tmp_path / "from_typed", config, **window)
+
+    def read(path):
+        frame = spark.read.parquet(str(path)).toPandas()
+        return frame.sort_values(["periode", "siren"]).reset_index(drop=True)
+
+    from_raw, from_typed = read(tmp_path / "from_raw"), read(tmp_path / "from_typed")
+    assert len(from_raw) > 500 and len(from_raw.columns) > 60
+    pd.testing.assert_frame_equal(from_raw, from_typed[from_raw.columns], check_exact=True)
+
+    out = tmp_path / "refused"
+    manifest_less = tmp_path / "manifest_less"
+    shutil.copytree(typed, manifest_less)
+    (manifest_less / MANIFEST).unlink()
+    with pytest.raises(TypedDataError, match=f"no readable {MANIFEST}.*not written by sf-ml ingest"):
+        build_features(manifest_less, out, config, **window)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(typed, tampered)
+    part = next((tampered / "urssaf_debit").glob("*.parquet"))
+    table = pd.read_parquet(part)
+    table.iloc[1:].to_parquet(part, index=False)  # one debt line gone
+    with pytest.raises(TypedDataError, match=r"1 file\(s\) changed, 0 missing, 0 added.*changed: urssaf_debit/"):
+        build_features(tampered, out, config, **window)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    changed_export = tmp_path / "export"
+    shutil.copytree(raw_world, changed_export)
+    with (changed_export / "urssaf_effectif.csv").open("a") as handle:
+        handle.write("")  # same bytes: still the same export
+    assert export_unchanged(changed_export, typed)
+    lines = (changed_export / "urssaf_effectif.csv").read_text().splitlines()
+    (changed_export / "urssaf_effectif.csv").write_text("\n".join(lines[:-1]) + "\n")
+    assert not export_unchanged(changed_export, typed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -298,8 +299,14 @@ def test_ingest_writes_typed_parquet_and_logs_to_active_run(spark, tmp_path, csv
     tables = set(TABLES) - {"ap_demande"}
     assert set(counts) == tables
     assert counts["sirene_etablissements"] == 4 and counts["urssaf_effectif"] == 4
-    assert sorted(p.name for p in out.iterdir()) == sorted(tables)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*tables, "manifest.json"])
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["rows"] == counts and manifest["absent_optional_tables"] == ["ap_demande"]
+    assert manifest["sources"]["urssaf_effectif"]["file"] == "urssaf_effectif.csv"
+    assert manifest["sources"]["urssaf_effectif"]["bytes"] == (raw / "urssaf_effectif.csv").stat().st_size
+    assert len(manifest["sources"]["urssaf_effectif"]["sha256"]) == 64 and manifest["checks_passed"]
+    assert all(name.split("/")[0] in tables for name in manifest["typed_files"])
     for name in tables:
         back = spark.read.parquet(str(out / name))
         assert back.schema == typed_schema(name), name

@@ -107,7 +107,7 @@ def test_main_pipeline_end_to_end_then_reused(tmp_path):
     children = client.search_runs([experiment.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
     assert {c.data.tags.get("mlflow.project.entryPoint") for c in children} == {
-        "generate", "build_features", "train", "promote", "score"}
+        "generate", "ingest", "build_features", "train", "promote", "score"}
     promote = next(c for c in children if c.data.tags.get("mlflow.project.entryPoint") == "promote")
     assert promote.data.tags["decision"] == "promoted"
     # No siren of the world leaves the data: the store of train, promote and score runs holds none.
@@ -125,7 +125,7 @@ def test_main_pipeline_end_to_end_then_reused(tmp_path):
 
     second = run_main(tmp_path, uri)
     assert second.returncode == 0, second.stderr[-4000:]
-    assert second.stdout.count("(reused)") == 5, second.stdout
+    assert second.stdout.count("(reused)") == 6, second.stdout  # the typed tables too: same export
     assert len(client.search_model_versions("name = 'sf_failure_e2e'")) == 1
     assert {p.name: p.read_bytes() for p in scores.iterdir() if p.is_file()} == before
 
@@ -148,7 +148,7 @@ def test_a_refused_first_model_stops_main_before_scoring(tracking_uri, tmp_path,
 
     steps = []
 
-    def fake_step(entry_point, parameters, outputs=None):
+    def fake_step(entry_point, parameters, outputs=None, reusable=True):
         """The real steps' tags, without their Spark work: train registered v1, the gate refused it."""
         steps.append(entry_point)
         tags = {"train": {"registered_version": "1"}, "promote": {"decision": "refused", "reason": "AP 0.01"}}
@@ -161,5 +161,5 @@ def test_a_refused_first_model_stops_main_before_scoring(tracking_uri, tmp_path,
                                     "--model-name", "sf_refused"])
     assert done.exit_code == 2, done.output
     assert "did not promote version 1 of sf_refused (refused: AP 0.01)" in done.output
-    assert steps == ["build_features", "train", "promote"]
+    assert steps == ["ingest", "build_features", "train", "promote"]
     assert not (tmp_path / "work" / "scores").exists()
