@@ -39,13 +39,10 @@ def chromium_binary() -> str | None:
     return None
 
 
-@dataclass
-class UiCheck:
-    """What the check found: the page URL, the runs, the DOM verdict, the screenshot."""
+@dataclass(kw_only=True)
+class PageCheck:
+    """What a page check found: what is missing from the page, its screenshot, the times."""
 
-    url: str
-    experiment_id: str
-    runs: dict[str, str]  # run id -> run name
     missing: list[str] = field(default_factory=list)
     screenshot: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -53,6 +50,15 @@ class UiCheck:
     @property
     def ok(self) -> bool:
         return not self.missing
+
+
+@dataclass
+class UiCheck(PageCheck):
+    """The comparison page: its URL and the runs it must show."""
+
+    url: str
+    experiment_id: str
+    runs: dict[str, str]  # run id -> run name
 
 
 def latest_train_runs(tracking_uri: str, experiment_name: str) -> tuple[str, dict[str, str]]:
@@ -165,14 +171,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     experiment_id, runs = latest_train_runs(args.tracking_uri, args.experiment)
     result = check(args.tracking_uri, runs, experiment_id, args.screenshot)
+    return print_outcome(result, [f"runs: {result.runs}"], "both runs are on the comparison page")
+
+
+def print_outcome(result, found: list[str], success: str) -> int:
+    """Print a page check's URL, times, what it found and its screenshot; the exit status.
+
+    Args:
+        result: A check result with ``url``, ``seconds``, ``screenshot`` and ``missing``.
+        found: Lines saying what the page showed.
+        success: The line printed when nothing is missing.
+
+    Returns:
+        1 when something is missing from the page, else 0.
+    """
     print(f"page: {result.url}")
     print("; ".join(f"{k}: {v:.1f} s" for k, v in result.seconds.items()))
-    print(f"runs: {result.runs}")
+    for line in found:
+        print(line)
     print(f"screenshot: {result.screenshot}")
     if result.missing:
         print(f"MISSING from the page: {result.missing}", file=sys.stderr)
         return 1
-    print("both runs are on the comparison page")
+    print(success)
     return 0
 
 

@@ -12,7 +12,9 @@ directory with the model's configuration. The stages: :func:`month_features` ->
 Outputs, written atomically into ``output_dir`` (a staging directory moved into place):
 
 - ``predictions.parquet`` and ``predictions.csv``: one row per company, sorted by siren;
-- ``alert_list.json``: the companies on alert for the front end, riskiest first;
+- ``alert_list.json``: the companies on alert for the front end, riskiest first, their top
+  features with a plain-French ``label`` and ``unit`` (:mod:`sf_ml.labels`);
+- ``alert_report.html``: the same list as a self-contained page for agents (:mod:`sf_ml.report`);
 - ``manifest.json``: model, date, features digest, counts, ``scored_at`` and file hashes.
 
 Scoring is idempotent: the same model version, thresholds, date and features give byte-identical
@@ -45,8 +47,10 @@ import numpy as np
 import pandas as pd
 
 from sf_ml.config import ExperimentConfig
+from sf_ml.labels import describe, group_label
 from sf_ml.panel import METADATA_COLUMNS
 from sf_ml.registry import THRESHOLD_LEVELS, RegisteredVersion, RegistryError, resolve_version
+from sf_ml.report import render_report, risk_shares
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ TOP_K = 3
 PREDICTIONS_PARQUET = "predictions.parquet"
 PREDICTIONS_CSV = "predictions.csv"
 ALERT_LIST = "alert_list.json"
+ALERT_REPORT = "alert_report.html"
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 CSV_FLOAT_FORMAT = "%.10g"
@@ -247,30 +252,57 @@ def predictions_table(scored: pd.DataFrame, explained: pd.DataFrame, tops: list,
     return table[predictions_schema(groups).names].reset_index(drop=True)
 
 
+def _alert_entry(row: dict, groups: list[str], model: RegisteredVersion, headcount: Any) -> dict[str, Any]:
+    """One company of the alert list: identity, risk, group sums and shares, labelled top features."""
+    sums = {g.removeprefix("group_"): _rounded(row[g]) for g in groups}
+    tops = []
+    for i in range(1, TOP_K + 1):
+        feature = row[f"top{i}_feature"]
+        if feature is None:
+            continue
+        label = describe(feature)
+        tops.append({"feature": feature, "label": label.label, "unit": label.unit,
+                     "contribution": _rounded(row[f"top{i}_contribution"]), "value": _rounded(row[f"top{i}_value"])})
+    return {
+        "siren": row["siren"],
+        **{column: _finite_or_none(row[column]) for column in METADATA_COLUMNS},
+        "effectif": _rounded(headcount, 2),
+        "risk_percent": round(float(row["probability"]) * 100, 1),
+        "probability": round(float(row["probability"]), 6),
+        "alert": row["alert"],
+        "threshold_risque_fort": model.thresholds["risque_fort"],
+        "threshold_risque_modere": model.thresholds["risque_modere"],
+        "groups": sums,
+        "group_shares": {g: round(share, 4) for g, share in risk_shares(sums).items()},
+        "top_features": tops,
+    }
+
+
 def alert_list(table: pd.DataFrame, model: RegisteredVersion, prediction_date: dt.date, scored_at: str,
-               counts: dict[str, int]) -> dict[str, Any]:
-    """The front end's list: header, then each company on alert, riskiest first (ties by siren)."""
+               counts: dict[str, int], headcounts: pd.Series | None = None) -> dict[str, Any]:
+    """The front end's list: header, then each company on alert, riskiest first (ties by siren).
+
+    Args:
+        table: The predictions table (:func:`predictions_table`).
+        model: The scoring's version.
+        prediction_date: The periode scored.
+        scored_at: The scoring's timestamp.
+        counts: Companies per alert level.
+        headcounts: ``effectif`` by siren (the month's latest known headcount); null when None.
+
+    Returns:
+        ``model``, ``prediction_date``, ``scored_at``, ``thresholds``, ``counts``, ``group_labels``
+        (plain French, :mod:`sf_ml.labels`) and ``alerts``: per company its metadata, ``effectif``,
+        probability and level, ``groups`` (summed log-odds contributions), ``group_shares``
+        (:func:`sf_ml.report.risk_shares`) and ``top_features`` (``feature``, ``label``, ``unit``,
+        ``contribution``, ``value``).
+    """
     groups = [c for c in table.columns if c.startswith("group_")]
     on_alert = table[table["alert"] != NO_ALERT].sort_values(
         ["probability", "siren"], ascending=[False, True], kind="mergesort")
-    alerts = []
-    for row in on_alert.to_dict("records"):
-        alerts.append({
-            "siren": row["siren"],
-            "code_naf": row["code_naf"],
-            "region": row["region"],
-            "risk_percent": round(float(row["probability"]) * 100, 1),
-            "probability": round(float(row["probability"]), 6),
-            "alert": row["alert"],
-            "threshold_risque_fort": model.thresholds["risque_fort"],
-            "threshold_risque_modere": model.thresholds["risque_modere"],
-            "groups": {g.removeprefix("group_"): _rounded(row[g]) for g in groups},
-            "top_features": [
-                {"feature": row[f"top{i}_feature"], "contribution": _rounded(row[f"top{i}_contribution"]),
-                 "value": _rounded(row[f"top{i}_value"])}
-                for i in range(1, TOP_K + 1) if row[f"top{i}_feature"] is not None
-            ],
-        })
+    headcount = {} if headcounts is None else headcounts.to_dict()
+    alerts = [_alert_entry(row, groups, model, headcount.get(row["siren"]))
+              for row in on_alert.to_dict("records")]
     return {
         "model": {"name": model.name, "version": model.version, "run_id": model.run_id,
                   "uri": model.version_uri},
@@ -278,6 +310,7 @@ def alert_list(table: pd.DataFrame, model: RegisteredVersion, prediction_date: d
         "scored_at": scored_at,
         "thresholds": dict(model.thresholds),
         "counts": {"companies": len(table), **{level: int(counts[level]) for level in ALERTS}},
+        "group_labels": {g.removeprefix("group_"): group_label(g.removeprefix("group_")) for g in groups},
         "alerts": alerts,
     }
 
@@ -298,11 +331,12 @@ def _sha256(path: Path) -> str:
 
 
 def write_outputs(target: Path, table: pd.DataFrame, alerts: dict, manifest: dict) -> dict:
-    """Write the four files into ``target`` atomically (staging directory moved into place).
+    """Write the five files into ``target`` atomically (staging directory moved into place).
 
     Parquet is written by pyarrow as one file with a fixed schema (no random part names, no
     timestamps, no library versions in its metadata); the CSV uses a fixed float format; JSON is
-    UTF-8 without NaN.
+    UTF-8 without NaN; the HTML report (:func:`sf_ml.report.render_report`) is rendered from the
+    alert list itself, so the page and the JSON say the same.
 
     Returns:
         The manifest as written (with the size and SHA-256 of the other files).
@@ -322,9 +356,10 @@ def write_outputs(target: Path, table: pd.DataFrame, alerts: dict, manifest: dic
         csv = table.assign(periode=table["periode"].map(lambda d: d.isoformat()))
         csv.to_csv(staging / PREDICTIONS_CSV, index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
         _dump_json(alerts, staging / ALERT_LIST)
+        (staging / ALERT_REPORT).write_text(render_report(alerts), encoding="utf-8", newline="\n")
         manifest = {**manifest, "files": {
             name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
-            for name in (PREDICTIONS_PARQUET, PREDICTIONS_CSV, ALERT_LIST)
+            for name in (PREDICTIONS_PARQUET, PREDICTIONS_CSV, ALERT_LIST, ALERT_REPORT)
         }}
         _dump_json(manifest, staging / MANIFEST)
     return manifest
@@ -554,7 +589,9 @@ def predict(served, month: Month, model: RegisteredVersion) -> pd.DataFrame:
 
 def write_scoring(output_dir: Path, month: Month, scored: pd.DataFrame, explained: pd.DataFrame, tops: list,
                   model: RegisteredVersion, counts: dict[str, int]) -> tuple[pd.DataFrame, dict]:
-    """Predictions, alert list and manifest, written atomically; ``scored_at`` kept when inputs are unchanged.
+    """Predictions, alert list, alert report and manifest, written atomically.
+
+    ``scored_at`` is kept from the manifest already in ``output_dir`` when the inputs are unchanged.
 
     Returns:
         ``(predictions table, manifest as written)``.
@@ -566,7 +603,8 @@ def write_scoring(output_dir: Path, month: Month, scored: pd.DataFrame, explaine
     }
     scored_at = previous_scored_at(output_dir, inputs) or _now()
     table = predictions_table(scored, explained, tops, model, scored_at)
-    alerts = alert_list(table, model, month.date, scored_at, counts)
+    headcounts = (month.values.set_index("siren")["effectif"] if "effectif" in month.values.columns else None)
+    alerts = alert_list(table, model, month.date, scored_at, counts, headcounts)
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "inputs": inputs,

@@ -15,15 +15,26 @@ import pytest
 
 from sf_ml import drift
 from sf_ml.config import load_config
-from sf_ml.score import ALERT_LIST, MANIFEST, PREDICTIONS_CSV, PREDICTIONS_PARQUET, ScoringError, score_companies
+from sf_ml.labels import describe
+from sf_ml.report import format_value
+from sf_ml.score import (
+    ALERT_LIST,
+    ALERT_REPORT,
+    MANIFEST,
+    PREDICTIONS_CSV,
+    PREDICTIONS_PARQUET,
+    ScoringError,
+    score_companies,
+)
 from tests.panels import FAST_OVERRIDES, synthetic_panel, write_features
+from tests.test_report import assert_self_contained, report_screenshot_module
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "sf_score_test"
 TRAIN_START, TRAIN_END = "2018-01-01", "2019-06-01"
 N_MONTHS = 30  # periodes 2018-01 .. 2020-06; labels unknown from 2020-01
 EARLY, LATE, LAST = dt.date(2020, 1, 1), dt.date(2020, 5, 1), dt.date(2020, 6, 1)
-FILES = (PREDICTIONS_PARQUET, PREDICTIONS_CSV, ALERT_LIST, MANIFEST)
+FILES = (PREDICTIONS_PARQUET, PREDICTIONS_CSV, ALERT_LIST, ALERT_REPORT, MANIFEST)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +142,7 @@ def test_score_writes_one_row_per_company_with_consistent_alerts(spark, champion
         assert entry["threshold_risque_modere"] == t["risque_modere"]
         assert set(champion["config"].topic_groups) <= set(entry["groups"])
         assert 1 <= len(entry["top_features"]) <= 3
-        assert {"feature", "contribution", "value"} == set(entry["top_features"][0])
+        _assert_labelled(entry, at_date)
         contributions = [f["contribution"] for f in entry["top_features"]]
         assert contributions == sorted(contributions, reverse=True) and contributions[0] > 0
 
@@ -140,7 +151,8 @@ def test_score_writes_one_row_per_company_with_consistent_alerts(spark, champion
     assert manifest["model"]["version"] == champion["version"] and manifest["model"]["run_id"] == champion["run_id"]
     assert manifest["prediction_date"] == "2020-03-01" and manifest["rows"]["predictions"] == len(table)
     assert manifest["features"]["digest"] == summary["features_digest"]
-    assert set(manifest["files"]) == {PREDICTIONS_PARQUET, PREDICTIONS_CSV, ALERT_LIST}
+    assert set(manifest["files"]) == {PREDICTIONS_PARQUET, PREDICTIONS_CSV, ALERT_LIST, ALERT_REPORT}
+    assert_self_contained((out / ALERT_REPORT).read_text(encoding="utf-8"))
 
     run = mlflow.MlflowClient().get_run(summary["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["stage"] == "score"
@@ -154,6 +166,15 @@ def test_score_writes_one_row_per_company_with_consistent_alerts(spark, champion
     assert metrics["probability_q50"] == pytest.approx(table["probability"].median(), abs=1e-9)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(summary["run_id"])}
     assert {"score_distribution.png", "drift", "scoring"} <= artifacts
+
+
+def _assert_labelled(entry: dict, at_date: pd.DataFrame) -> None:
+    """An alert list entry's top features carry the labels table's label and unit; its headcount is the month's."""
+    assert {"feature", "label", "unit", "contribution", "value"} == set(entry["top_features"][0])
+    for top in entry["top_features"]:
+        assert (top["label"], top["unit"]) == describe(top["feature"], strict=True)[:2]
+    headcount = float(at_date.set_index("siren").loc[entry["siren"], "effectif"])
+    assert entry["effectif"] == pytest.approx(headcount, abs=0.005)  # 2 decimals
 
 
 def test_scoring_twice_gives_byte_identical_files(spark, champion, features_dir, tmp_path, monkeypatch):
@@ -185,6 +206,29 @@ def test_scoring_twice_gives_byte_identical_files(spark, champion, features_dir,
     second = client.get_run(project_run.info.run_id)
     assert second.info.status == "FINISHED" and second.data.tags["stage"] == "score"
     assert second.data.tags["features_digest"] == first["features_digest"]
+
+
+def test_alert_report_opens_in_headless_chromium(spark, champion, features_dir, tmp_path):
+    """The written report, opened from its file by Chromium: both levels, one company explained."""
+    report_screenshot = report_screenshot_module()
+    binary = report_screenshot.ui_check.chromium_binary()
+    if binary is None:
+        pytest.skip("no chromium installed (scripts/ci_services.sh installs it where it can)")
+    out = tmp_path / "scores"
+    _score(spark, features_dir, out, EARLY)
+    alerts = json.loads((out / ALERT_LIST).read_text(encoding="utf-8"))
+    levels = {level: sum(e["alert"] == level for e in alerts["alerts"]) for level in ("risque_fort", "risque_modere")}
+    assert min(levels.values()) > 0, f"the fixture's month should have both levels: {levels}"
+    result = report_screenshot.check_report(out, binary=binary)
+    assert result.ok, result.missing
+    assert {row.level for row in result.rows} == {"risque_fort", "risque_modere"}
+    assert [h.split(" — ")[0] for h in result.headings] == ["Risque fort", "Risque modéré"]
+    entry = next(e for e in alerts["alerts"] if e["top_features"] and e["top_features"][0]["value"] is not None)
+    top = entry["top_features"][0]
+    shown = next(row.text for row in result.rows if row.siren == entry["siren"])
+    assert entry["siren"] in shown and top["unit"] and top["label"] != top["feature"]
+    assert f"{top['label']}\u00a0: {format_value(top['value'], top['unit'])}" in shown, (top, shown)
+    assert top["unit"] in shown
 
 
 def test_refusals_write_nothing(spark, champion, features_dir, tmp_path):

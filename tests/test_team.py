@@ -9,7 +9,6 @@ restarts the module's server.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -22,6 +21,7 @@ import pandas as pd
 import pytest
 
 from sf_ml.server import free_port, server_command, start_server
+from tests.bench_scripts import bench_module
 from tests.panels import synthetic_panel, write_features
 from tests.team_fixtures import (
     FAST,
@@ -375,18 +375,9 @@ def test_spark_standalone_cluster_matches_local_mode(pipeline, spark_cluster, te
 # ----------------------------------------------------------------------------------------------
 
 
-def _ui_check_module():
-    if "ui_check" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("ui_check", ROOT / "bench" / "ui_check.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["ui_check"] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    return sys.modules["ui_check"]
-
-
 def test_ui_compare_page_shows_both_runs(spark, pipeline, team_server, small_panel, tmp_path):
     """Two real train runs of different configs (standard from the pipeline, tree_based here)."""
-    ui_check = _ui_check_module()
+    ui_check = bench_module("ui_check")
     if ui_check.chromium_binary() is None:
         pytest.skip("chromium is not installed (scripts/ci_services.sh installs it when it can)")
     from sf_ml.config import load_config
