@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from sf_ml.config import ExperimentConfig
 from sf_ml.contract import TARGET_HORIZON_MONTHS
@@ -105,7 +106,7 @@ def backtest(
     else:
         context = contextlib.nullcontext(mlflow.active_run())
     rows = []
-    with context:
+    with context, tqdm(total=len(dates), desc="backtest", unit="date") as bar:
         for step, date in enumerate(dates):
             train_end = add_months(date, -TARGET_HORIZON_MONTHS)
             began = time.monotonic()
@@ -134,8 +135,9 @@ def backtest(
                    "seconds": time.monotonic() - began}
             rows.append(row)
             mlflow.log_metrics({f"backtest_{k}": float(row[k]) for k in SERIES_METRICS}, step=step)
-            log.info("backtest %s: AP %.3f (base rate %.3f)", date, metrics["average_precision"],
-                     metrics["positive_rate"])
+            log.info("backtest | %s: AP %.3f, base rate %.3f | %.1f s", date, metrics["average_precision"],
+                     metrics["positive_rate"], row["seconds"])
+            bar.update(1)
         table = pd.DataFrame(rows)
         _log_series(table)
         mlflow.log_metrics({

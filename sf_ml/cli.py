@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
 
 import click
@@ -18,13 +19,23 @@ def _fail(error: Exception) -> None:
     sys.exit(2)
 
 
+# Libraries whose INFO lines are about their internals, not the stage: WARNING and above only.
+QUIET_LOGGERS = ("py4j", "alembic", "urllib3", "XGBoost-PySpark", "mlflow")
+
+
 @click.group()
-@click.option("--log-level", default="INFO", show_default=True, help="Python logging level.")
+@click.option("--log-level", default="INFO", show_default=True,
+              help="Level of the project's lines (one per phase); Spark's own: SF_ML_SPARK_LOG_LEVEL.")
 def cli(log_level: str) -> None:
     """sf_ml: predict French companies' collective proceedings within 18 months."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "alembic", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")
+    quiet = logging.DEBUG if log_level.upper() == "DEBUG" else logging.WARNING
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)
+    # MLflow configures its logger when imported (later, by the stage): tell it through its variable.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(quiet))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 # Input directories must exist (MLproject declares them `type: path`); outputs are created.

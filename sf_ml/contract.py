@@ -1,4 +1,4 @@
-"""The raw data contract (``shared/data-contract.md``) as data.
+"""The raw data contract (``docs/data-contract.md``) as data.
 
 Every table of the contract is described once here: its columns with their logical type,
 which columns are required, which identifiers must be left-padded, which amounts must be

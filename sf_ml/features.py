@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from pathlib import Path
 
 from pyspark.sql import DataFrame
@@ -20,7 +19,9 @@ from pyspark.sql.types import DoubleType
 
 from sf_ml.config import ExperimentConfig
 from sf_ml.io import atomic_directory, scratch_directory
+from sf_ml.manifest import is_typed_directory
 from sf_ml.panel import BASE_FEATURES, KEY, METADATA_COLUMNS, TARGET, build_panel
+from sf_ml.progress import PhaseLog
 from sf_ml.tracking import log_panel_input
 
 log = logging.getLogger(__name__)
@@ -141,11 +142,13 @@ def build_features(
     from sf_ml.spark import get_spark
 
     spark = spark or get_spark("sf_ml-build_features")
-    began = time.monotonic()
+    phases = PhaseLog("build_features", log)
     output_dir = Path(output_dir)
     with atomic_directory(output_dir) as staging, scratch_directory(output_dir) as typed_dir:
         tables = read_tables(spark, raw_dir, staging_dir=typed_dir)
-        validation_seconds = time.monotonic() - began
+        validation_seconds = phases.done(
+            "read typed tables (checked against the manifest)" if is_typed_directory(raw_dir)
+            else "read, validate and type the raw tables", tables=len(tables))
         panel = build_panel(
             tables, start, end, config.features.time_aggregation, labels_until,
             config.features.missing_indicators,
@@ -159,14 +162,16 @@ def build_features(
             if isinstance(field.dataType, DoubleType):
                 writer = writer.option(f"parquet.enable.dictionary#{field.name}", "false")
         writer.partitionBy("periode").parquet(str(staging))
+    phases.done("build and write the panel", start=start, end=end)
     written = spark.read.parquet(str(output_dir))
     profile = periode_profile(written).toPandas()  # one row per month: small on purpose
-    seconds = time.monotonic() - began
     rows, labelled = int(profile["rows"].sum()), int(profile["labelled"].sum())
     positive_rate = float(profile["positives"].sum() / labelled) if labelled else 0.0
-    log.info("panel written to %s: %d rows over %d periodes in %.1f s", output_dir, rows, len(profile), seconds)
+    phases.done(f"profile {output_dir}", rows=rows, periodes=len(profile), positive_rate=positive_rate)
+    seconds = phases.seconds
     if mlflow.active_run() is not None:
         _log_run(output_dir, written, profile, null_rates(written), seconds, validation_seconds)
+        phases.done("log profile, null rates and dataset")
     return {
         "rows": rows,
         "positive_rate": positive_rate,

@@ -1,4 +1,4 @@
-"""A synthetic raw world written to the data contract (``shared/data-contract.md``).
+"""A synthetic raw world written to the data contract (``docs/data-contract.md``).
 
 Companies are simulated month by month as (company x month) numpy arrays. Each company has a
 latent health made of a persistent level, an AR(1) noise, occasional distress episodes (slow

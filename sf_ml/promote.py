@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sf_ml.progress import PhaseLog
 from sf_ml.registry import CHAMPION, set_alias
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ def _record_on_versions(model_name: str, cand, champ, record: dict[str, Any]) ->
     client.set_model_version_tag(model_name, cand.version, "promotion_run_id", record["run_id"])
     description = (cand.description or "").strip()
     client.update_model_version(model_name, cand.version, (description + "\n" + note).strip())
-    log.info("%s version %s: %s", model_name, cand.version, note)
+    log.debug("%s version %s: %s", model_name, cand.version, note)
 
 
 def _log_decision(record: dict[str, Any], gate: PromotionGate) -> None:
@@ -296,6 +297,7 @@ def promote(
     from sf_ml.tracking import stage_run
 
     spark = spark or get_spark("sf_ml-promote")
+    phases = PhaseLog("promote", log)
     params = dict(model_name=model_name, candidate=candidate, features_dir=str(features_dir), dry_run=dry_run,
                   eval_start=eval_start, eval_end=eval_end)
     context = (stage_run("promote", params) if mlflow.active_run() is None
@@ -312,7 +314,13 @@ def promote(
         start, end = evaluation_window(features_dir, [f.train_end for f in footprints], spark, eval_start, eval_end)
         rows = evaluation_rows(spark.read.parquet(str(features_dir)), footprints, start, end)
         evaluation_set = describe_evaluation_set(rows, footprints, start, end)
-        metrics = {number: evaluate_version(version, rows) for number, version in resolved.items()}
+        phases.done(f"evaluation set {start}..{end}, companies both versions held out",
+                    **{k.removeprefix("n_"): evaluation_set[k] for k in ("n_companies", "n_rows", "n_positive")})
+        metrics = {}
+        for number, version in resolved.items():
+            metrics[number] = evaluate_version(version, rows)
+            phases.done(f"evaluate version {number}", AP=metrics[number]["average_precision"],
+                        recall_risque_modere=metrics[number]["risque_modere_recall"])
         cand_metrics = metrics[cand.version]
         champ_metrics = metrics.get(champ.version) if champ is not None else None
         if champ is not None and champ.version == cand.version:
@@ -331,6 +339,7 @@ def promote(
         }
         _log_decision(record, gate)
         _record_on_versions(model_name, cand, champ, record)
+        phases.done(decision, candidate=int(cand.version), champion=record["previous_champion"] or "none")
     return record
 
 

@@ -37,7 +37,6 @@ import json
 import logging
 import math
 import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ import pandas as pd
 from sf_ml.config import ExperimentConfig
 from sf_ml.labels import describe, group_label
 from sf_ml.panel import METADATA_COLUMNS
+from sf_ml.progress import PhaseLog
 from sf_ml.registry import THRESHOLD_LEVELS, RegisteredVersion, RegistryError, resolve_version
 from sf_ml.report import render_report, risk_shares
 
@@ -686,27 +686,29 @@ def _score(model_uri: str, date: dt.date, output_dir: Path, features_dir: str | 
     from sf_ml.modeling import feature_columns
     from sf_ml.spark import get_spark
 
-    began = time.monotonic()
+    phases = PhaseLog("score", log)
     model = resolve_model(model_uri)
-    log.info("scoring %s at %s with %s version %d", model_uri, date, model.name, model.version)
+    phases.done(f"resolve {model_uri}", model=model.name, version=model.version, periode=date)
     spark = spark or get_spark("sf_ml-score")
     columns = feature_columns(model.config)
     with month_features(model, date, features_dir, raw_dir, output_dir, spark) as (path, source):
         month = load_month(path, source, model, date, spark)
+        phases.done("load the month", companies=len(month.values))
         try:
             served = mlflow.pyfunc.load_model(model.version_uri)
             scored = predict(served, month, model)
+            phases.done("predict", mean_probability=float(scored["probability"].mean()))
             explained, tops = _explanations(served.get_raw_model(), month.frame, model.config,
                                             month.values[["siren", "periode", *columns]])
+            phases.done("explain")
             profile, reference_run, psi = _drift(month.frame, columns, model, date, run_id)
         finally:
             month.frame.unpersist()
     counts = {level: int((scored["alert"] == level).sum()) for level in ALERTS}
     table, manifest = write_scoring(output_dir, month, scored, explained, tops, model, counts)
-    metrics = _log_run(model, date, table, counts, profile, reference_run, psi, manifest,
-                       time.monotonic() - began)
-    log.info("scored %d companies at %s: %s; alert list in %s", len(table), date,
-             ", ".join(f"{k}={v}" for k, v in counts.items()), output_dir / ALERT_LIST)
+    phases.done(f"write {output_dir}", **counts)
+    metrics = _log_run(model, date, table, counts, profile, reference_run, psi, manifest, phases.seconds)
+    phases.done("log metrics, drift and distribution", alert_list=output_dir / ALERT_LIST)
     return {
         "output_dir": str(output_dir), "alert_list": str(output_dir / ALERT_LIST), "rows": len(table),
         "counts": counts, "model_name": model.name, "model_version": model.version,

@@ -2,14 +2,16 @@
 
 Local mode (``local[*]``) by default, sized for a 2-core / 24 GB machine; a cluster is one
 setting away: pass ``master`` or set ``SF_ML_SPARK_MASTER`` (e.g. ``spark://host:7077``), and add
-any Spark property through ``conf`` or ``SF_ML_SPARK_CONF`` (``key=value;key=value``). Nothing is
-created at import time.
+any Spark property through ``conf`` or ``SF_ML_SPARK_CONF`` (``key=value;key=value``). Spark's
+own logs are quiet: ``sf_ml/log4j2.properties`` sets them to ERROR on the driver unless
+``SF_ML_SPARK_LOG_LEVEL`` (``WARN``, ``INFO``, ...) turns them up. Nothing is created at import time.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 DEFAULT_MASTER = "local[*]"
 DEFAULT_CONF: dict[str, str] = {
@@ -29,6 +31,23 @@ DEFAULT_CONF: dict[str, str] = {
     # each build evicts the previous one's and recompiles (Janino, then the JIT) everything.
     "spark.sql.codegen.cache.maxEntries": "1000",
 }
+
+
+LOG4J_CONFIG = Path(__file__).resolve().with_name("log4j2.properties")
+
+
+def spark_log_level() -> str:
+    """Level of Spark's own logs: ``SF_ML_SPARK_LOG_LEVEL``, ERROR by default."""
+    return os.environ.get("SF_ML_SPARK_LOG_LEVEL", "ERROR").upper()
+
+
+def with_quiet_logs(settings: dict[str, str]) -> dict[str, str]:
+    """The settings with the driver JVM pointed at the project's log configuration (kept if set)."""
+    options = settings.get("spark.driver.extraJavaOptions", "")
+    if "log4j2.configurationFile" in options:
+        return settings
+    quiet = f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"
+    return {**settings, "spark.driver.extraJavaOptions": f"{options} {quiet}".strip()}
 
 
 def _conf_from_env() -> dict[str, str]:
@@ -73,7 +92,7 @@ def get_spark(app_name: str = "sf_ml", master: str | None = None, conf: dict | N
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    settings = {**DEFAULT_CONF, **_conf_from_env(), **(conf or {})}
+    settings = with_quiet_logs({**DEFAULT_CONF, **_conf_from_env(), **(conf or {})})
     builder = SparkSession.builder.appName(app_name)
     # Under spark-submit (it starts the Python driver with a gateway), its --master stands.
     if master or os.environ.get("SF_ML_SPARK_MASTER") or not os.environ.get("PYSPARK_GATEWAY_PORT"):
@@ -81,5 +100,5 @@ def get_spark(app_name: str = "sf_ml", master: str | None = None, conf: dict | N
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("SF_ML_SPARK_LOG_LEVEL", "WARN"))
+    spark.sparkContext.setLogLevel(spark_log_level())
     return spark

@@ -29,6 +29,7 @@ import pandas as pd
 
 from sf_ml.config import ExperimentConfig
 from sf_ml.panel import TARGET
+from sf_ml.progress import PhaseLog
 from sf_ml.tracking import log_panel_input
 
 log = logging.getLogger(__name__)
@@ -192,7 +193,7 @@ def fit(config: ExperimentConfig, sets: TrainingSets, seed: int) -> tuple[Any, d
     balanced = resample(sets.train, sampling.strategy, sampling.minority_ratio, seed,
                         counts=(sets.rows, sets.positives))
     rows, positives = class_counts(balanced)
-    log.info("training on %d rows (%d positives), %d after %s", sets.rows, sets.positives, rows, sampling.strategy)
+    log.debug("training on %d rows (%d positives), %d after %s", sets.rows, sets.positives, rows, sampling.strategy)
     began = time.monotonic()
     model = build_pipeline(config, sets.columns, seed, counts=(rows, positives)).fit(balanced)
     fit_seconds = time.monotonic() - began
@@ -200,7 +201,7 @@ def fit(config: ExperimentConfig, sets: TrainingSets, seed: int) -> tuple[Any, d
     settings = config.calibration
     calibration = fit_calibration(settings.method, *collect_predictions(model.transform(sets.calibration)),
                                   k, settings.min_positives)
-    log.info("calibration %s: slope %.3f, intercept %.3f on %d rows (%d positives)", calibration.method,
+    log.debug("calibration %s: slope %.3f, intercept %.3f on %d rows (%d positives)", calibration.method,
              calibration.slope, calibration.intercept, calibration.rows, calibration.positives)
     return PipelineModel(stages=[*model.stages, calibration.stage()]), {
         "train_rows": float(sets.rows), "train_positive_rate": sets.positives / sets.rows,
@@ -349,12 +350,19 @@ def _train(features_dir, config, train_start, train_end, model_name, seed, spark
     from sf_ml.spark import get_spark
     from sf_ml.tracking import git_commit
 
-    began = time.monotonic()
+    phases = PhaseLog("train", log)
     spark = spark or get_spark("sf_ml-train")
     features_dir = Path(features_dir)
     sets = training_sets(spark, features_dir, config, train_start, train_end, seed)
+    phases.done("read and split", training_rows=sets.rows, positives=sets.positives, last_periode=sets.last_periode)
     model, metrics = fit(config, sets, seed)
+    phases.done(f"fit {config.model.type} and calibrate", rows_after_resampling=int(metrics["train_rows_resampled"]),
+                calibration_rows=int(metrics["calibration_rows"]),
+                calibration_positives=int(metrics["calibration_positives"]))
     predictions, thresholds, by_set = evaluate_model(model, sets)
+    phases.done("evaluate", test_AP=by_set["test"]["average_precision"],
+                out_of_time_AP=by_set.get("oot", {}).get("average_precision", float("nan")),
+                **{f"threshold_{level}": value for level, value in thresholds.items()})
     for name, values in by_set.items():
         metrics.update({f"{name}_{key}": value for key, value in values.items()})
     threshold_keys = {f"{THRESHOLD_TAG_PREFIX}{level}": value for level, value in thresholds.items()}
@@ -376,6 +384,7 @@ def _train(features_dir, config, train_start, train_end, model_name, seed, spark
     log_panel_input(sets.panel, features_dir, digest, context="training")
     info = log_pipeline_model(model, config, sets.columns)
 
+    phases.done("log metrics, plots and model", run=run_id)
     version = None
     if register:
         tags = {
@@ -388,7 +397,8 @@ def _train(features_dir, config, train_start, train_end, model_name, seed, spark
         }
         version = register_model(run_id, MODEL_ARTIFACT_PATH, model_name, CHALLENGER, tags)
         mlflow.set_tags({"registered_model": model_name, "registered_version": str(version)})
-    metrics["train_seconds"] = time.monotonic() - began
+        phases.done("register", model=model_name, version=version, alias=CHALLENGER)
+    metrics["train_seconds"] = phases.seconds
     mlflow.log_metric("train_seconds", metrics["train_seconds"])
     return {
         "run_id": run_id,

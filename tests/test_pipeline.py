@@ -96,6 +96,13 @@ def test_main_pipeline_end_to_end_then_reused(tmp_path):
     first = run_main(tmp_path, uri)
     assert first.returncode == 0, first.stderr[-4000:]
 
+    # Readable: Spark's internals stay quiet, each stage says what it did, phase by phase.
+    spark_lines = re.findall(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (?:WARN|INFO) .*$", first.stderr, re.M)
+    assert spark_lines == [] and "Setting default log level" not in first.stderr
+    for phase in ("build_features | read typed tables", "build_features | build and write the panel",
+                  "train | fit xgboost and calibrate", "promote | evaluate version 1", "score | write"):
+        assert phase in first.stderr, phase
+
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     champion = client.get_model_version_by_alias("sf_failure_e2e", "champion")
