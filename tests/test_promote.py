@@ -81,10 +81,9 @@ def test_evaluation_rows_are_unseen_companies_after_both_windows(spark):
     sirens = [f"{100000000 + i:09d}" for i in range(400)]
     periodes = [pd.Timestamp("2019-05-01").date(), pd.Timestamp("2019-07-01").date(),
                 pd.Timestamp("2019-12-01").date(), pd.Timestamp("2020-01-01").date()]
-    frame = pd.DataFrame([(s, p, 1 if i % 7 == 0 else 0) for i, s in enumerate(sirens) for p in periodes],
-                         columns=["siren", "periode", "failure_18m"])
-    frame.loc[frame["periode"] == periodes[-1], "failure_18m"] = None
-    panel = spark.createDataFrame(frame.astype({"failure_18m": "Int32"}))
+    rows = [(s, p, None if p == periodes[-1] else (1 if i % 7 == 0 else 0))
+            for i, s in enumerate(sirens) for p in periodes]
+    panel = spark.createDataFrame(rows, "siren string, periode date, failure_18m int")
     footprints = [TrainingFootprint(1, "2019-06-01", 0.5, 3), TrainingFootprint(2, "2019-06-01", 0.5, 11)]
     rows = evaluation_rows(panel, footprints, "2019-07-01", "2020-06-01")
     marked = panel.select("siren", held_out("siren", 0.5, 3).alias("a"), held_out("siren", 0.5, 11).alias("b"))
