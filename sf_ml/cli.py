@@ -62,11 +62,15 @@ def _iso_date(ctx, param, value: str | None) -> str | None:
     return value
 
 
+def _split_dates(value: str | None) -> tuple[str, ...]:
+    """The non-empty parts of a comma-separated list, stripped."""
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
 def _iso_date_list(ctx, param, value: str) -> str:
     """Comma-separated ISO dates, each checked, kept as the string the stage takes (click callback)."""
-    for text in (part.strip() for part in (value or "").split(",")):
-        if text:
-            _check_iso_date(text)
+    for text in _split_dates(value):
+        _check_iso_date(text)
     return value
 
 
@@ -82,7 +86,7 @@ def _optional_int(ctx, param, value: str) -> str:
 
 def _truth_dates(ctx, param, value: str) -> tuple[str, ...]:
     """Comma-separated first-of-month ISO dates, checked (click callback)."""
-    dates = tuple(part.strip() for part in (value or "").split(",") if part.strip())
+    dates = _split_dates(value)
     for text in dates:
         _check_iso_date(text, first_of_month=True)
     return dates

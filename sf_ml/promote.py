@@ -312,7 +312,8 @@ def promote(
         resolved = {v.version: resolve_version(f"models:/{model_name}/{v.version}") for v in versions}
         footprints = [training_footprint(r) for r in resolved.values()]
         start, end = evaluation_window(features_dir, [f.train_end for f in footprints], spark, eval_start, eval_end)
-        rows = evaluation_rows(spark.read.parquet(str(features_dir)), footprints, start, end)
+        # Counted once, then scored by each version: read the panel's evaluation rows once.
+        rows = evaluation_rows(spark.read.parquet(str(features_dir)), footprints, start, end).cache()
         evaluation_set = describe_evaluation_set(rows, footprints, start, end)
         phases.done(f"evaluation set {start}..{end}, companies both versions held out",
                     **{k.removeprefix("n_"): evaluation_set[k] for k in ("n_companies", "n_rows", "n_positive")})
@@ -338,6 +339,7 @@ def promote(
             "decided_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         _log_decision(record, gate)
+        rows.unpersist()
         _record_on_versions(model_name, cand, champ, record)
         phases.done(decision, candidate=int(cand.version), champion=record["previous_champion"] or "none")
     return record
