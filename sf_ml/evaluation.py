@@ -4,6 +4,8 @@ Metrics are computed on the driver from two numpy arrays (label, probability of 
 from a predictions frame. Alert levels follow Signaux Faibles: ``risque fort`` at the threshold
 maximising F0.5 (precision first), ``risque modéré`` at the one maximising F2 (recall first),
 both chosen on the grouped test set and then applied unchanged to other sets (out-of-time).
+Each level flags at most its :data:`MAX_ALERT_SHARE` of the rows: where the model barely ranks
+(a small world, a weak config), the F-beta optimum is to flag everyone, which is no alert list.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ log = logging.getLogger(__name__)
 
 # Alert level -> beta of the F-beta score its threshold maximises.
 RISK_LEVELS = {"risque_fort": 0.5, "risque_modere": 2.0}
+# Alert level -> largest share of the rows its threshold may flag.
+MAX_ALERT_SHARE = {"risque_fort": 0.05, "risque_modere": 0.20}
+# Below this many positives in the set thresholds are chosen on, they are said to be unreliable.
+MIN_THRESHOLD_POSITIVES = 30
 MAX_COLLECTED_ROWS = 5_000_000
 MAX_CURVE_POINTS = 1_000
 MAX_PLOTTED_FEATURES = 30
@@ -120,13 +126,17 @@ def fbeta_curve(y: np.ndarray, p: np.ndarray, beta: float) -> tuple[np.ndarray, 
     return thresholds, fbeta
 
 
-def best_threshold(y: np.ndarray, p: np.ndarray, beta: float) -> tuple[float, float]:
-    """The threshold maximising F-beta over all distinct thresholds (the lowest on ties).
+def best_threshold(y: np.ndarray, p: np.ndarray, beta: float, max_share: float = 1.0) -> tuple[float, float]:
+    """The threshold maximising F-beta among those flagging at most ``max_share`` of the rows.
+
+    Ties go to the lowest threshold. If even the highest candidate flags more than ``max_share``
+    (many tied top probabilities), it is returned.
 
     Args:
         y: 0/1 labels (at least one positive).
         p: Probabilities of class 1.
         beta: Weight of recall relative to precision (0.5: precision first; 2: recall first).
+        max_share: Largest share of rows the rule ``p >= threshold`` may flag.
 
     Returns:
         ``(threshold, fbeta)``: alert when ``p >= threshold``.
@@ -134,12 +144,20 @@ def best_threshold(y: np.ndarray, p: np.ndarray, beta: float) -> tuple[float, fl
     if not np.asarray(y).sum():
         raise ValueError("best_threshold needs at least one positive label")
     thresholds, fbeta = fbeta_curve(y, p, beta)
-    best = int(np.argmax(fbeta))
+    ordered = np.sort(np.asarray(p, dtype=float))
+    flagged = (len(ordered) - np.searchsorted(ordered, thresholds, side="left")) / len(ordered)
+    allowed = flagged <= max_share
+    if not allowed.any():
+        return float(thresholds[-1]), float(fbeta[-1])
+    best = int(np.argmax(np.where(allowed, fbeta, -1.0)))
     return float(thresholds[best]), float(fbeta[best])
 
 
 def choose_thresholds(y: np.ndarray, p: np.ndarray, levels: dict[str, float] | None = None) -> dict[str, float]:
-    """Alert thresholds per level: argmax of each level's F-beta.
+    """Alert thresholds per level: argmax of each level's F-beta within its :data:`MAX_ALERT_SHARE`.
+
+    Warns when the cap decides a threshold (the F-beta optimum flags more) and when the set has
+    fewer than :data:`MIN_THRESHOLD_POSITIVES` positives.
 
     Args:
         y: 0/1 labels (the grouped test set).
@@ -149,7 +167,18 @@ def choose_thresholds(y: np.ndarray, p: np.ndarray, levels: dict[str, float] | N
     Returns:
         ``{level: threshold}``.
     """
-    return {level: best_threshold(y, p, beta)[0] for level, beta in (levels or RISK_LEVELS).items()}
+    positives = int(np.asarray(y).sum())
+    if positives < MIN_THRESHOLD_POSITIVES:
+        log.warning("alert thresholds chosen on %d positives (< %d): unreliable, train on a larger panel",
+                    positives, MIN_THRESHOLD_POSITIVES)
+    thresholds = {}
+    for level, beta in (levels or RISK_LEVELS).items():
+        cap = MAX_ALERT_SHARE.get(level, 1.0)
+        thresholds[level], _ = best_threshold(y, p, beta, cap)
+        if thresholds[level] > best_threshold(y, p, beta)[0]:
+            log.warning("%s: the F%g optimum flags more than %.0f%% of the rows; threshold %.4f keeps %.0f%%",
+                        level, beta, 100 * cap, thresholds[level], 100 * cap)
+    return thresholds
 
 
 def metrics_at_threshold(y: np.ndarray, p: np.ndarray, threshold: float, beta: float) -> dict[str, float]:

@@ -40,6 +40,41 @@ def test_choose_thresholds_orders_risk_levels(predictions):
     assert thresholds["risque_fort"] >= thresholds["risque_modere"]
 
 
+def test_a_level_never_flags_more_than_its_share():
+    # Hand-computed: positives at 0.1 and 0.9, eight negatives between. F2 ties at 5/9 between
+    # flagging everyone (t = 0.1: precision 0.2, recall 1) and flagging the top row (t = 0.9:
+    # precision 1, recall 0.5); uncapped the lowest wins, which is no alert list.
+    y = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    p = np.array([0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    assert E.best_threshold(y, p, 2.0) == (0.1, pytest.approx(5 / 9))
+    # At most 2 of 10 rows: t = 0.8 (precision 0.5, recall 0.5, F2 0.5) or t = 0.9 (F2 5/9).
+    assert E.best_threshold(y, p, 2.0, max_share=0.2) == (0.9, pytest.approx(5 / 9))
+    # Nothing flags at most 5% of 10 rows: the highest threshold (one row) is returned.
+    assert E.best_threshold(y, p, 2.0, max_share=0.05)[0] == 0.9
+
+
+@pytest.mark.parametrize("share", [0.02, 0.1, 0.3])
+def test_capped_threshold_is_the_brute_force_argmax_within_the_share(predictions, share):
+    y, p = predictions
+    candidates = [t for t in np.unique(p) if (p >= t).mean() <= share]
+    scores = [skm.fbeta_score(y, (p >= t).astype(int), beta=2.0, zero_division=0) for t in candidates]
+    threshold, score = E.best_threshold(y, p, 2.0, max_share=share)
+    assert threshold == candidates[int(np.argmax(scores))]
+    assert score == pytest.approx(max(scores), rel=1e-12)
+    assert (p >= threshold).mean() <= share
+
+
+def test_thresholds_of_a_model_that_cannot_rank_keep_short_lists(caplog):
+    rng = np.random.default_rng(3)
+    y = (rng.random(2000) < 0.05).astype(int)
+    p = rng.random(2000) * 0.1  # unrelated to y: every F-beta optimum flags (nearly) everyone
+    with caplog.at_level("WARNING", logger="sf_ml.evaluation"):
+        thresholds = E.choose_thresholds(y[:400], p[:400])
+    for level, cap in E.MAX_ALERT_SHARE.items():
+        assert (p[:400] >= thresholds[level]).mean() <= cap
+    assert "positives (< 30)" in caplog.text and "optimum flags more than" in caplog.text
+
+
 def test_score_metrics_equal_scikit_learn(predictions):
     y, p = predictions
     metrics = E.score_metrics(y, p)

@@ -700,12 +700,13 @@ def block_promotion_gate() -> str:
 
 
 def block_risk_levels() -> str:
-    from sf_ml.evaluation import RISK_LEVELS
+    from sf_ml.evaluation import MAX_ALERT_SHARE, RISK_LEVELS
     from sf_ml.registry import THRESHOLD_TAG_PREFIX
 
     rows = [[_code(level), f"F{beta:g}", "precision first" if beta < 1 else "recall first",
-             _code(THRESHOLD_TAG_PREFIX + level)] for level, beta in RISK_LEVELS.items()]
-    return _table(["alert level", "threshold maximises", "favours", "version tag"], rows)
+             f"{MAX_ALERT_SHARE[level]:.0%}", _code(THRESHOLD_TAG_PREFIX + level)]
+            for level, beta in RISK_LEVELS.items()]
+    return _table(["alert level", "threshold maximises", "favours", "flags at most", "version tag"], rows)
 
 
 def block_version_tags() -> str:
