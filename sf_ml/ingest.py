@@ -1,27 +1,36 @@
 """Ingestion: read the raw directory, validate it against the data contract, type it, write it.
 
-The raw directory holds one file per contract table (``NAME.csv`` or ``NAME.parquet``, see
-``shared/data-contract.md``). Both formats go through one code path: every contract column is
-first turned into a trimmed string (empty = null), then validated and typed from that string.
-Validation collects every problem of every table before failing, so one run reports all of
-them; :func:`ingest` writes nothing unless the whole directory is valid.
+The contract: one file per contract table in the raw directory (``NAME.csv`` or ``NAME.parquet``,
+``docs/data-contract.md``, :mod:`sf_ml.contract`); every value is a trimmed string (empty =
+null) that reads as its column's type (:mod:`sf_ml.column_types`) and passes the row checks, and
+each table's unique key and head-office rule hold. Every problem of every table is collected
+(file, column, row count, one example row) before failing with :class:`RawDataError`, so one run
+reports all of them; :func:`ingest` writes nothing unless the whole directory is valid.
 
-Cost: each raw file is parsed and typed once. Its typed frame is written as parquet to a
-staging directory while the row count and the number of rows failing any row check are
-observed on the rows flowing through that write; the unique key and the head-office rule are
-then checked on the written parquet, reading only the columns they need (one grouping of the
-64-bit key hashes of all tables, then an exact grouping of the rows whose hash repeats, only in
-the tables where one does). Per-check counts and
-example rows are computed from the raw file only when a check fails. :func:`ingest` stages straight
-into its output; :func:`read_raw` stages into a directory given by its caller (whose frames then
-read the typed parquet instead of parsing the raw files again) or into a temporary one. Large
-clean CSV files have their dates, ints and floats parsed by Spark's own CSV parsers, several times
-cheaper than reading strings (:func:`_native_frame` tells when that reading equals the contract's;
-any doubt sends the table to the reference path). Elsewhere values are typed by casts guarded by a
-few byte comparisons, the regular expressions of the reference reading (:func:`_typed_detailed`)
-running only on values the guards do not prove. Tables are
-loaded by a few threads at once (Spark runs their jobs concurrently); issues are still reported
-in table order.
+Each raw file is parsed and typed once, by one of two paths, chosen by the ``reading`` parameter:
+
+- the string path reads every contract column as trimmed strings and types them by guarded casts
+  (``"guarded"``: a few byte comparisons prove that Spark's cast reads a value as the contract
+  does; regular expressions only for the others) or by the reference reading (``"reference"``:
+  the regular expressions of the contract's rules, on every value);
+- the native path has a clean CSV file's dates, ints and floats parsed by Spark's own CSV
+  parsers, several times cheaper; any doubt (a forbidden byte, a corrupt row, a suspicious value,
+  a failed check) sends the table to the string path, which reports its issues exactly.
+
+``"auto"`` (the default) takes the native path for CSV files of 4 MiB or more and guarded casts
+elsewhere; ``"native"`` takes the native path whatever the size. All give the same tables and
+the same issues.
+
+Cost: the typed frame is written as parquet to a staging directory while the row count and the
+number of rows failing any row check are observed on the rows flowing through that write; the
+unique key and the head-office rule are then checked on the written parquet, reading only the
+columns they need (one grouping of the 64-bit key hashes of all tables, then an exact grouping
+of the rows whose hash repeats, only in the tables where one does). Per-check counts and example
+rows are computed from the raw file only when a check fails. Tables are loaded by a few threads
+at once (Spark runs their jobs concurrently); issues are still reported in table order.
+:func:`ingest` stages straight into its output; :func:`read_raw` stages into a directory given by
+its caller (whose frames then read the typed parquet instead of parsing the raw files again) or
+into a temporary one.
 
 Decisions beyond the contract text:
 
@@ -56,28 +65,21 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sf_ml import sqltext
-from sf_ml.contract import BOOL, DATE, FLOAT, ID_WIDTH, INT, REQUIRED_TABLES, TABLES, Column, Table
+from sf_ml.column_types import COLUMN_TYPES
+from sf_ml.contract import REQUIRED_TABLES, TABLES, Column, Table
 from sf_ml.io import atomic_directory
 from sf_ml.manifest import check_typed_directory, is_typed_directory, write_manifest
 
 logger = logging.getLogger(__name__)
 
-_SPARK_TYPES = {
-    DATE: T.DateType(),
-    BOOL: T.BooleanType(),
-    INT: T.IntegerType(),
-    FLOAT: T.DoubleType(),
-}
+# The values of the ``reading`` parameter (see the module docstring).
+READINGS = ("auto", "native", "guarded", "reference")
 # Trimmed from both ends of every value: Java regex \s, no-break space and byte order mark.
 _BLANKS = " \t\n\x0b\f\r\u00a0\ufeff"
-_ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-_INTEGER = r"^[+-]?[0-9]+(\.0*)?$"
-_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-# Kinds Spark parses natively from clean CSV files (see _write_native).
-_NATIVE_KINDS = frozenset({DATE, INT, FLOAT})
 _CORRUPT = "__corrupt_record"
-# Below this size a CSV file takes the reference path: the native path's fixed costs (its
-# observations, a second write when in doubt) outweigh its gain (measured on the two-pass reading).
+# Below this size a CSV file takes the string path with reading "auto": the native path's fixed
+# costs (its observations, a second write when in doubt) outweigh its gain (measured on the
+# two-pass reading).
 _NATIVE_MIN_BYTES = 4 << 20
 # Tables loaded at once: enough to overlap small tables and key checks with the large scans.
 _THREADS = 3
@@ -127,15 +129,6 @@ class RawDataError(ValueError):
         super().__init__(f"raw data violates the data contract ({len(self.errors)} {noun}):\n{lines}")
 
 
-@dataclass
-class _Loaded:
-    """Result of reading and validating the raw directory (internal)."""
-
-    frames: dict[str, DataFrame] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    absent: list[str] = field(default_factory=list)
-
-
 def typed_schema(table: str) -> T.StructType:
     """The Spark schema of a contract table once ingested.
 
@@ -149,7 +142,7 @@ def typed_schema(table: str) -> T.StructType:
         The schema, columns in contract order.
     """
     columns = TABLES[table].columns
-    return T.StructType([T.StructField(c.name, _SPARK_TYPES.get(c.kind, T.StringType()), True) for c in columns])
+    return T.StructType([T.StructField(c.name, COLUMN_TYPES[c.kind].spark_type, True) for c in columns])
 
 
 def read_raw(
@@ -157,6 +150,7 @@ def read_raw(
     raw_dir: str | Path,
     tables: Iterable[str] | None = None,
     staging_dir: str | Path | None = None,
+    reading: str = "auto",
 ) -> dict[str, DataFrame]:
     """Read, validate and type the contract tables of a raw directory.
 
@@ -172,6 +166,8 @@ def read_raw(
             (``staging_dir/<table>/``) during validation and the returned frames read them:
             raw files are parsed once. When None, a temporary directory is used for
             validation and removed before returning, and the frames read the raw files.
+        reading: How values are typed, one of :data:`READINGS` (see the module docstring);
+            every reading gives the same frames and issues.
 
     Returns:
         Table name to typed DataFrame, with exactly the contract columns, in contract order,
@@ -181,13 +177,14 @@ def read_raw(
     Raises:
         RawDataError: The directory violates the data contract.
         KeyError: A requested table is not in the contract.
+        ValueError: ``reading`` is not one of :data:`READINGS`.
     """
     names = _table_names(tables)
     if staging_dir is not None:
-        loaded = _read_validated(spark, raw_dir, names, Path(staging_dir))
+        loaded = _read_validated(spark, raw_dir, names, Path(staging_dir), reading)
         return {name: _read_staged(spark, Path(staging_dir), name) for name in loaded.frames}
     with tempfile.TemporaryDirectory(prefix="sf_ml-read_raw-") as scratch:
-        return _read_validated(spark, raw_dir, names, Path(scratch) / "typed").frames
+        return _read_validated(spark, raw_dir, names, Path(scratch) / "typed", reading).frames
 
 
 def read_typed(spark: SparkSession, typed_dir: str | Path) -> dict[str, DataFrame]:
@@ -208,49 +205,54 @@ def read_typed(spark: SparkSession, typed_dir: str | Path) -> dict[str, DataFram
     return {name: _read_staged(spark, Path(typed_dir), name) for name in TABLES if name in manifest["rows"]}
 
 
-def read_tables(spark: SparkSession, directory: str | Path, staging_dir: str | Path) -> dict[str, DataFrame]:
+def read_tables(
+    spark: SparkSession, directory: str | Path, staging_dir: str | Path, reading: str = "auto"
+) -> dict[str, DataFrame]:
     """The typed tables of a raw directory (validated, typed into ``staging_dir``) or of a typed one.
 
     Args:
         spark: Spark session.
         directory: A raw directory (contract files) or a typed directory (:func:`ingest`'s output).
         staging_dir: For a raw directory, as in :func:`read_raw`; unused for a typed one.
+        reading: For a raw directory, as in :func:`read_raw`; unused for a typed one.
 
     Returns:
         Table name to typed DataFrame.
     """
     if is_typed_directory(directory):
         return read_typed(spark, directory)
-    return read_raw(spark, directory, staging_dir=staging_dir)
+    return read_raw(spark, directory, staging_dir=staging_dir, reading=reading)
 
 
 def ingest(
-    raw_dir: str | Path, output_dir: str | Path, spark: SparkSession | None = None
+    raw_dir: str | Path, output_dir: str | Path, spark: SparkSession | None = None, reading: str = "auto"
 ) -> dict[str, int]:
     """Validate a raw directory and write its typed tables as parquet, all or nothing.
 
     ``output_dir/<table>/`` is written for each table present, with ``output_dir/manifest.json``
-    (:mod:`sf_ml.manifest`); an existing ``output_dir`` is replaced only once the new one is complete. When an MLflow run is active, row counts are
-    logged as metrics ``rows.<table>`` and absent optional tables as tag
-    ``ingest.absent_optional_tables``.
+    (:mod:`sf_ml.manifest`); an existing ``output_dir`` is replaced only once the new one is
+    complete. When an MLflow run is active, row counts are logged as metrics ``rows.<table>``
+    and absent optional tables as tag ``ingest.absent_optional_tables``.
 
     Args:
         raw_dir: Raw directory following the data contract.
         output_dir: Directory to write the typed tables to.
         spark: Spark session; the project's default session when None.
+        reading: How values are typed, as in :func:`read_raw`.
 
     Returns:
         Table name to row count, for the tables written.
 
     Raises:
         RawDataError: The raw directory violates the contract; nothing has been written.
+        ValueError: ``reading`` is not one of :data:`READINGS`; nothing has been written.
     """
     if spark is None:
         from sf_ml.spark import get_spark
 
         spark = get_spark()
     with atomic_directory(output_dir) as staging:
-        loaded = _read_validated(spark, raw_dir, _table_names(None), staging)
+        loaded = _read_validated(spark, raw_dir, _table_names(None), staging, reading)
         write_manifest(staging, raw_dir, loaded.counts, loaded.absent)
     logger.info("Ingested %s into %s: %s", raw_dir, output_dir, loaded.counts)
 
@@ -260,6 +262,42 @@ def ingest(
         mlflow.log_metrics({f"rows.{name}": n for name, n in loaded.counts.items()})
         mlflow.set_tag("ingest.absent_optional_tables", ",".join(loaded.absent) or "none")
     return dict(loaded.counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The raw directory: locate the files, load them a few at once, check the unique keys
+
+
+@dataclass
+class _Loaded:
+    """The valid tables of a raw directory (:func:`_read_validated`).
+
+    Attributes:
+        frames: Table name to its typed frame, read from the raw file.
+        counts: Table name to its row count.
+        absent: The optional tables without a file.
+    """
+
+    frames: dict[str, DataFrame] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _TableLoad:
+    """One raw file read, typed into its staging directory and checked (:func:`_load_and_check`).
+
+    Attributes:
+        issues: The issues found, the unique key's aside (checked for all tables at once).
+        frame: The typed frame read from the raw file; None when the file cannot be read.
+        rows: The file's row count.
+        check_key: Whether its unique key is to be checked (all key columns present, some rows).
+    """
+
+    issues: list[ValidationIssue]
+    frame: DataFrame | None = None
+    rows: int = 0
+    check_key: bool = False
 
 
 def _table_names(tables: Iterable[str] | None) -> list[str]:
@@ -272,67 +310,90 @@ def _read_staged(spark: SparkSession, staging_dir: Path, name: str) -> DataFrame
     return spark.read.schema(typed_schema(name)).parquet(str(staging_dir / name))
 
 
-def _read_validated(spark: SparkSession, raw_dir: str | Path, names: list[str], staging_dir: Path) -> _Loaded:
+def _read_validated(
+    spark: SparkSession, raw_dir: str | Path, names: list[str], staging_dir: Path, reading: str
+) -> _Loaded:
     """Read and validate the requested tables; raise one RawDataError listing all issues.
 
     Each readable table is written typed to ``staging_dir/<table>/`` (also when it has issues);
-    the frames of the result are typed from the raw files.
+    the frames of the result are typed from the raw files. Issues are listed in the order of
+    ``names``, whatever order the tables were loaded in.
     """
-    raw_path = Path(raw_dir)
-    if not raw_path.is_dir():
+    if reading not in READINGS:
+        raise ValueError(f"unknown reading {reading!r}: expected one of {', '.join(READINGS)}")
+    if not Path(raw_dir).is_dir():
         raise RawDataError([ValidationIssue(str(raw_dir), None, "raw directory does not exist", 0)])
-
     loaded = _Loaded()
-    # Per table, in the requested order: its file-level issues, or the file to load and check.
-    found: list[tuple[str, list[ValidationIssue] | Path]] = []
-    for name in names:
-        candidates = [p for p in (raw_path / f"{name}.csv", raw_path / f"{name}.parquet") if p.exists()]
-        if not candidates:
-            if name in REQUIRED_TABLES:
-                found.append((name, [ValidationIssue(
-                    f"{name}.csv", None,
-                    f"required table missing: neither {name}.csv nor {name}.parquet is in {raw_dir}", 0,
-                )]))
-            else:
-                loaded.absent.append(name)
-                logger.warning(
-                    "Optional table %s is absent from %s: its features will be null.", name, raw_dir
-                )
-        elif len(candidates) > 1:
-            found.append((name, [ValidationIssue(
-                f"{name}.csv", None,
-                f"both {name}.csv and {name}.parquet are present; keep exactly one", 0,
-            )]))
-        else:
-            found.append((name, candidates[0]))
-
-    # Tables are loaded concurrently (Spark runs the jobs of several threads at once): the small
-    # tables' fixed costs and the key checks overlap with the scans of the large ones. The
-    # largest files are submitted first; results are gathered in the requested order.
-    to_load = [(name, path) for name, path in found if isinstance(path, Path)]
-    to_load.sort(key=lambda item: -_size(item[1]))
-    results: dict[str, concurrent.futures.Future] = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="sf_ml-ingest") as pool:
-        for name, path in to_load:
-            results[name] = pool.submit(_load_and_check, spark, TABLES[name], path, staging_dir / name)
-    outcomes = {name: future.result() for name, future in results.items()}  # errors are raised here
-    keyed = [name for name, (_, _, _, check_key) in outcomes.items() if check_key]
-    repeated = _repeated_key_tables(spark, staging_dir, keyed, sum(outcomes[name][2] for name in keyed))
+    found = _find_files(raw_dir, names, loaded.absent)
+    files = {name: path for name, path in found if isinstance(path, Path)}
+    loads = _load_tables(spark, files, staging_dir, reading)
+    keyed = [name for name, load in loads.items() if load.check_key]
+    repeated = _repeated_key_tables(spark, staging_dir, keyed, sum(loads[name].rows for name in keyed))
     issues: list[ValidationIssue] = []
     for name, path in found:
         if not isinstance(path, Path):
             issues.extend(path)
             continue
-        table_issues, typed, count, _ = outcomes[name]
-        issues.extend(table_issues)
+        load = loads[name]
+        issues.extend(load.issues)
         if name in repeated:
             issues.extend(_duplicate_issues(_read_staged(spark, staging_dir, name), TABLES[name], path.name))
-        if typed is not None:
-            loaded.frames[name] = typed
-            loaded.counts[name] = count
+        if load.frame is not None:
+            loaded.frames[name] = load.frame
+            loaded.counts[name] = load.rows
     if issues:
         raise RawDataError(issues)
     return loaded
+
+
+def _find_files(
+    raw_dir: str | Path, names: list[str], absent: list[str]
+) -> list[tuple[str, list[ValidationIssue] | Path]]:
+    """Per requested table, in order: the file to load, or its file-level issues.
+
+    An absent optional table is appended to ``absent`` and logged as a warning instead.
+    """
+    raw_path = Path(raw_dir)
+    found: list[tuple[str, list[ValidationIssue] | Path]] = []
+    for name in names:
+        candidates = [p for p in (raw_path / f"{name}.csv", raw_path / f"{name}.parquet") if p.exists()]
+        if len(candidates) == 1:
+            found.append((name, candidates[0]))
+        elif candidates:
+            problem = f"both {name}.csv and {name}.parquet are present; keep exactly one"
+            found.append((name, [ValidationIssue(f"{name}.csv", None, problem, 0)]))
+        elif name in REQUIRED_TABLES:
+            problem = f"required table missing: neither {name}.csv nor {name}.parquet is in {raw_dir}"
+            found.append((name, [ValidationIssue(f"{name}.csv", None, problem, 0)]))
+        else:
+            absent.append(name)
+            logger.warning("Optional table %s is absent from %s: its features will be null.", name, raw_dir)
+    return found
+
+
+def _load_tables(
+    spark: SparkSession, files: dict[str, Path], staging_dir: Path, reading: str
+) -> dict[str, _TableLoad]:
+    """:func:`_load_and_check` of each table's file, into ``staging_dir/<table>/``, a few at once.
+
+    Spark runs the jobs of several threads at once: the small tables' fixed costs and the key
+    checks overlap with the scans of the large ones, whose files are submitted first. An
+    unexpected error of one table is raised once every table is done.
+    """
+    largest_first = sorted(files, key=lambda name: -_size(files[name]))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=_THREADS, thread_name_prefix="sf_ml-ingest") as pool:
+        futures = {
+            name: pool.submit(_load_and_check, spark, TABLES[name], files[name], staging_dir / name, reading)
+            for name in largest_first
+        }
+    return {name: future.result() for name, future in futures.items()}
+
+
+def _size(path: Path) -> int:
+    """Bytes of a raw file, or of the files of a directory (a Spark-written table)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def _repeated_key_tables(spark: SparkSession, staging_dir: Path, names: list[str], rows: int) -> set[str]:
@@ -373,250 +434,90 @@ def _key_hashes(typed: DataFrame, key: tuple[str, ...]) -> DataFrame:
     )
 
 
-def _size(path: Path) -> int:
-    """Bytes of a raw file, or of the files of a directory (a Spark-written table)."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    return path.stat().st_size
+def _duplicate_issues(typed: DataFrame, table: Table, file: str) -> list[ValidationIssue]:
+    """The duplicated unique keys (after padding) of a table, counted and shown; [] if none.
+
+    Called for the tables whose key hashes repeat (:func:`_repeated_key_tables`): the keys are
+    compared exactly among the rows of those hashes only.
+    """
+    key = list(table.key)
+    hashed = _key_hashes(typed, table.key)
+    repeated = hashed.groupBy("__key_hash").count().filter(F.col("count") > 1).select("__key_hash")
+    suspects = hashed.join(repeated, "__key_hash", "left_semi").select(*key)
+    dups = suspects.groupBy(*key).count().filter(F.col("count") > 1)
+    summary = dups.agg(
+        F.count(F.lit(1)).alias("keys"), F.sum("count").alias("rows"), F.min(F.struct(*key)).alias("example")
+    ).first()
+    if not summary["keys"]:
+        return []
+    return [ValidationIssue(
+        file, ", ".join(key), f"duplicate unique key: {summary['keys']} key value(s) appear more than once",
+        summary["rows"], _format_row(summary["example"]),
+    )]
 
 
-def _load_and_check(
-    spark: SparkSession, table: Table, path: Path, target: Path
-) -> tuple[list[ValidationIssue], DataFrame | None, int, bool]:
-    """Read one raw file, type it into ``target`` and run every check.
+# ---------------------------------------------------------------------------------------------
+# One table: read its file, type it into the staging directory, check its rows
 
-    A large clean CSV file is typed by Spark's CSV parsers (:func:`_write_native`); any other
-    file, or one whose native reading is in doubt, is read as trimmed strings and typed from them.
 
-    The row count and the count of rows failing any row check are observed on the rows written
-    to ``target`` (one scan of the raw file); the head-office check groups the written parquet,
-    reading only the columns it needs. Per-check counts and example rows of failed row checks
-    are looked up in the raw file, only when some check failed. The unique key is checked by the
-    caller, for all tables at once (:func:`_repeated_key_tables`).
+def _load_and_check(spark: SparkSession, table: Table, path: Path, target: Path, reading: str) -> _TableLoad:
+    """Read one raw file, type it into ``target`` and run every check but the unique key's.
 
-    Returns:
-        The issues found, the typed frame read from the raw file (None if the file cannot be
-        read), its row count, and whether its unique key is to be checked.
+    With reading ``auto`` or ``native``, a clean CSV file is typed by Spark's CSV parsers
+    (:func:`_write_native`); any other file, or one whose native reading is in doubt, takes the
+    string path: read as trimmed strings, typed from them by guarded casts (or the reference
+    reading). The row count and the count of rows failing any row check are observed on the rows
+    written to ``target`` (one scan of the raw file); per-check counts and example rows of failed
+    row checks are looked up in the raw file, only when some check failed.
     """
     file = path.name
     try:
         source, header = _read_source(spark, path)
     except Exception as exc:  # noqa: BLE001 - any read failure is reported as bad input
-        problem = "cannot be read: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if "NANOS" in problem:
-            problem += " (write dates as parquet date, or timestamps in micro- or milliseconds)"
-        return [ValidationIssue(file, None, problem, 0)], None, 0, False
+        return _TableLoad([_unreadable(file, exc)])
     if source is None or not header:
-        return [ValidationIssue(file, None, "file is empty (no header row)", 0)], None, 0, False
+        return _TableLoad([ValidationIssue(file, None, "file is empty (no header row)", 0)])
 
     issues: list[ValidationIssue] = []
     positions, missing = _match_columns(header, table, file, issues)
-    # Positional names make the selection immune to odd or case-colliding header names.
-    renamed = source.toDF(*[f"_c{i}" for i in range(len(header))])
-    as_text = {
-        f"_c{i}": _as_string(F.col(f"_c{i}"), source.schema[i].dataType, col.kind)
-        for col in table.columns
-        if (i := positions.get(col.name)) is not None and not isinstance(source.schema[i].dataType, T.StringType)
-    }
-    if as_text:
-        renamed = renamed.withColumns(as_text)
-    raw = renamed.select(*[
-        _text(f"_c{positions[col.name]}").alias(col.name) if col.name in positions
-        else F.expr("CAST(NULL AS STRING)").alias(col.name)
-        for col in table.columns
-    ])
+    typing = "reference" if reading == "reference" else "guarded"
+    texts = _text_frame(source, header, table, positions)
     # Each typed value is computed once, next to its text, for all the checks that use it.
-    checked = raw.select("*", *[_typed(c).alias(_typed_name(c.name)) for c in table.columns])
-
+    checked = texts.select("*", *[_typed(c, typing).alias(_typed_name(c.name)) for c in table.columns])
     present = [c for c in table.columns if c.name in positions]
     check_key = bool(table.key) and all(k in positions for k in table.key)
-    totals = None
-    native = path.suffix == ".csv" and path.is_file() and path.stat().st_size >= _NATIVE_MIN_BYTES
-    if native and not issues and len(present) == len(table.columns):
+    totals, native = None, None
+    if not issues and len(present) == len(table.columns) and _tries_native(path, reading):
         totals = _write_native(spark, table, path, header, positions, check_key, target)
+        native = totals is not None
     if totals is None:
         totals = _write_observed(checked, table, _observed_metrics(table, present, check_key), target)
+    doubt = "native reading in doubt, " if native is False else ""
+    logger.debug("%s: %styped by the %s reading", file, doubt, "native" if native else typing)
     rows = totals["rows"]
 
-    for name in sorted(missing, key=table.column_names.index):
-        issues.append(ValidationIssue(file, name, "required column missing", rows))
-    if totals.get("failed_rows"):
-        # Per-check counts and examples: only on bad input.
-        checks = _row_checks(table, present)
-        counts = checked.agg(
-            *(F.sum(F.when(cond, 1).otherwise(0)).alias(f"check{i}") for i, (_, _, cond) in enumerate(checks))
-        ).first()
-        for i, (column, problem, cond) in enumerate(checks):
-            if counts[f"check{i}"]:
-                shown = _example_columns(table, present, column)
-                example = checked.filter(cond).select(*shown).limit(1).first()
-                issues.append(ValidationIssue(file, column, problem, counts[f"check{i}"], _format_row(example)))
-    if rows == 0 and table.required:
-        issues.append(ValidationIssue(file, None, "required table is empty (0 rows)", 0))
-    elif rows == 0:
-        logger.warning("Optional table %s is empty: its features will be null.", table.name)
-
+    issues += [ValidationIssue(file, name, "required column missing", rows)
+               for name in sorted(missing, key=table.column_names.index)]
+    if totals.get("failed_rows"):  # per-check counts and examples: only on bad input
+        issues += _row_issues(checked, table, present, file)
+    issues += _empty_table_issues(table, file, rows)
     if check_key and rows and totals["keyed_rows"] < rows:
         logger.warning(
             "%s: %d row(s) have an empty or invalid part of the key (%s), not checked for duplicates.",
             file, rows - totals["keyed_rows"], ", ".join(table.key),
         )
-    check_head_office = (
-        table.name == "sirene_etablissements" and {"siren", "etablissementSiege"} <= positions.keys()
-    )
-    if check_head_office and rows:
-        issues.extend(_head_office_issues(_read_staged(spark, target.parent, table.name), file))
-    typed = raw.select(*[_typed(c).alias(c.name) for c in table.columns])
-    return issues, typed, rows, bool(check_key and rows)
+    if rows and table.name == "sirene_etablissements" and {"siren", "etablissementSiege"} <= positions.keys():
+        issues += _head_office_issues(_read_staged(spark, target.parent, table.name), file)
+    typed = texts.select(*[_typed(c, typing).alias(c.name) for c in table.columns])
+    return _TableLoad(issues, typed, rows, bool(check_key and rows))
 
 
-def _write_observed(checked: DataFrame, table: Table, metrics: list[SparkColumn], target: Path) -> dict[str, int]:
-    """Write the typed columns of ``checked`` to ``target`` as parquet; return ``metrics`` observed
-    on the rows written (one scan of the source)."""
-    observation = Observation()
-    typed_columns = [_value(c.name).alias(c.name) for c in table.columns]
-    checked.observe(observation, *metrics).select(*typed_columns).write.parquet(str(target))
-    return observation.get
-
-
-def _observed_metrics(
-    table: Table, present: list[Column], check_key: bool, extra: list[str] = ()
-) -> list[SparkColumn]:
-    """Aggregates observed on the rows being written: ``rows``, ``failed_rows`` (any row check,
-    or any of the SQL conditions ``extra``, failed) and ``keyed_rows`` (rows with a complete
-    unique key)."""
-    metrics = [F.expr("count(1)").alias("rows")]
-    flags = [sql for _, _, sql in _row_check_sql(table, present, cheap=True)] + list(extra)
-    if flags:
-        # One flag per row for all the row checks: per-check counts are only needed on bad input.
-        any_failed = " OR ".join(f"coalesce({flag}, false)" for flag in flags)
-        metrics.append(F.expr(f"sum(CASE WHEN {any_failed} THEN 1 ELSE 0 END)").alias("failed_rows"))
-    if check_key:
-        key_complete = " AND ".join(f"{sqltext.name(_typed_name(k))} IS NOT NULL" for k in table.key)
-        metrics.append(F.expr(f"sum(CASE WHEN {key_complete} THEN 1 ELSE 0 END)").alias("keyed_rows"))
-    return metrics
-
-
-def _write_native(
-    spark: SparkSession, table: Table, path: Path, header: list[str], positions: dict[str, int],
-    check_key: bool, target: Path,
-) -> dict[str, int] | None:
-    """Type a clean CSV file with Spark's own parsers, or return None to take the reference path.
-
-    Spark parses dates, ints and floats straight from the CSV bytes several times faster than
-    the string reading does, but its parsers accept a few spellings the contract does not; see
-    :func:`_native_frame` for how those are kept out. A forbidden byte after the header line
-    (:func:`_has_forbidden_bytes`, checked first), a row check failure, a corrupt row (a header
-    line repeated in the file is one) or a suspicious value (:func:`_suspicious_flags`) sends the
-    table to the reference path, which reports the issues exactly.
-
-    Returns:
-        The observed totals (as :func:`_observed_metrics`), the typed table written to ``target``;
-        or None, with nothing left in ``target``.
-    """
-    checked = _native_frame(spark, table, path, header, positions)
-    if checked is None:
-        return None
-    metrics = _observed_metrics(table, list(table.columns), check_key, _suspicious_flags(table))
-    totals = _write_observed(checked, table, metrics, target)
-    if totals["failed_rows"]:
-        shutil.rmtree(target, ignore_errors=True)
-        return None
-    return totals
-
-
-def _allowed_bytes(kinds: set[str]) -> bytes:
-    """The bytes a CSV file may hold after its header line to be parsed natively.
-
-    Outside printable ASCII, Java's parsers accept what the contract does not (non-ASCII
-    digits in ``parseInt``, control characters around a ``parseDouble`` number); with floats,
-    ``d f`` suffixes and ``x`` of hexadecimal numbers; with dates, ``+`` (``+02020-01-05`` is
-    read as 2020-01-05). Every character outside printable ASCII is encoded in UTF-8 by bytes
-    outside it, so a byte test is a character test. Line ends (``\\n``, ``\\r``) are allowed:
-    they separate lines, the unit both CSV readings parse.
-    """
-    letters = ("dDfFxX" if FLOAT in kinds else "") + ("+" if DATE in kinds else "")
-    return bytes(b for b in range(0x20, 0x7F) if chr(b) not in letters) + b"\n\r"
-
-
-def _has_forbidden_bytes(path: Path, header_bytes: int, kinds: set[str]) -> bool:
-    """Whether the file holds a byte outside :func:`_allowed_bytes` after its first ``header_bytes``.
-
-    Read in blocks of 8 MiB on the driver: deleting the allowed bytes of a block runs at
-    ~1.5 GB/s, a few times cheaper than a regular expression over every line in Spark.
-    """
-    allowed = _allowed_bytes(kinds)
-    with path.open("rb") as handle:
-        handle.seek(header_bytes)
-        while block := handle.read(8 << 20):
-            if block.translate(None, allowed):
-                return True
-    return False
-
-
-def _native_frame(
-    spark: SparkSession, table: Table, path: Path, header: list[str], positions: dict[str, int]
-) -> DataFrame | None:
-    """The table parsed natively, as the frame the checks run on; None when it cannot be.
-
-    The file is parsed by Spark's CSV reader with the contract types of its dates, ints and
-    floats, and only if no forbidden byte follows its header line (:func:`_has_forbidden_bytes`).
-    On the remaining alphabet the native parse of a value either fails (its row is corrupt), gives
-    a value flagged by :func:`_suspicious_flags` (NaN, infinity, a year before 1 from a leading
-    ``-``), or gives the value of the reference reading. A header line repeated in the file
-    makes a corrupt row: its cell of a natively parsed column is a column name, which no native
-    parser accepts. Identifiers, strings and booleans are read as strings and typed as the
-    reference path types them on printable ASCII, more cheaply (:func:`_printable_text_sql`,
-    ``_typed_sql(..., printable=True)``). Blank lines are skipped, as the reference reading does.
-
-    Returns:
-        None if the table has no natively parsed kind, the header line is not UTF-8 or a
-        forbidden byte follows it. Else the frame, with columns ``<name>`` (trimmed text, or the
-        native value), ``typed__<name>`` (the typed value) per contract column and
-        ``__corrupt_record`` (the row failed to parse).
-    """
-    kinds = {c.kind for c in table.columns}
-    if not kinds & _NATIVE_KINDS:
-        return None
-    try:
-        # newline="": the line ends at the first \n, \r or \r\n, as for Spark's line reader.
-        with path.open(encoding="utf-8", newline="") as handle:
-            header_line = handle.readline()
-    except UnicodeDecodeError:
-        return None
-    if _has_forbidden_bytes(path, len(header_line.encode("utf-8")), kinds):
-        return None
-    types = ["STRING"] * len(header)
-    for col in table.columns:
-        if col.kind in _NATIVE_KINDS:
-            types[positions[col.name]] = _SPARK_TYPES[col.kind].simpleString().upper()
-    schema = ", ".join([*(f"_c{i} {kind}" for i, kind in enumerate(types)), f"{_CORRUPT} STRING"])
-    source = spark.read.schema(schema).csv(str(path), **{
-        "header": True, "encoding": "UTF-8", "escape": '"', "mode": "PERMISSIVE", "dateFormat": "yyyy-MM-dd",
-        "columnNameOfCorruptRecord": _CORRUPT,
-    })
-    columns = []
-    for col in table.columns:
-        value = f"_c{positions[col.name]}"
-        columns.append((F.col(value) if col.kind in _NATIVE_KINDS else F.expr(_printable_text_sql(value))).alias(col.name))
-    frame = source.select(*columns, F.col(_CORRUPT).isNotNull().alias(_CORRUPT))
-    # A natively typed column is its own text: a value that failed to parse makes a corrupt row.
-    return frame.select("*", *[
-        (F.col(c.name) if c.kind in _NATIVE_KINDS else F.expr(_typed_sql(c, printable=True))).alias(_typed_name(c.name))
-        for c in table.columns
-    ])
-
-
-def _suspicious_flags(table: Table) -> list[str]:
-    """Conditions (SQL) on a :func:`_native_frame` row that the reference reading must settle."""
-    flags = [sqltext.name(_CORRUPT)]
-    for col in table.columns:
-        value = sqltext.name(_typed_name(col.name))
-        if col.kind == FLOAT:
-            flags.append(f"isnan({value}) OR abs({value}) = {_INFINITY}")
-        elif col.kind == DATE:
-            flags.append(f"{value} < DATE'0001-01-01'")
-    return flags
+def _unreadable(file: str, exc: Exception) -> ValidationIssue:
+    """The issue of a file Spark cannot read, from the first line of its error."""
+    problem = "cannot be read: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "NANOS" in problem:
+        problem += " (write dates as parquet date, or timestamps in micro- or milliseconds)"
+    return ValidationIssue(file, None, problem, 0)
 
 
 def _read_source(spark: SparkSession, path: Path) -> tuple[DataFrame | None, list[str]]:
@@ -642,7 +543,12 @@ def _read_source(spark: SparkSession, path: Path) -> tuple[DataFrame | None, lis
 def _match_columns(
     header: list[str], table: Table, file: str, issues: list[ValidationIssue]
 ) -> tuple[dict[str, int], set[str]]:
-    """Map each contract column to its position in the header (exact name, then case-insensitive)."""
+    """Map each contract column to its position in the header (exact name, then case-insensitive).
+
+    Returns:
+        The position of each column found once, and the required columns not found. A column
+        found several times is appended to ``issues``.
+    """
     cleaned = [h.strip().lstrip("\ufeff").strip() for h in header]
     positions: dict[str, int] = {}
     missing: set[str] = set()
@@ -660,29 +566,63 @@ def _match_columns(
     return positions, missing
 
 
-def _as_string(col: SparkColumn, dtype: T.DataType, kind: str) -> SparkColumn:
-    """Render a source column (CSV string or typed parquet) as the string it stands for."""
-    if isinstance(dtype, T.StringType):
-        return col
-    text = col.cast(T.StringType())
-    if kind == DATE and isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
-        return col.cast(T.DateType()).cast(T.StringType())
-    if kind != FLOAT and isinstance(dtype, T.DecimalType):
-        whole = col.try_cast(T.DecimalType(38, 0))
-        return F.when(col == whole, whole.cast(T.StringType())).otherwise(text)
-    if kind != FLOAT and isinstance(dtype, (T.FloatType, T.DoubleType)):
-        # Whole numbers in a float column: ids or counts that went through a nullable float.
-        whole = col.try_cast(T.DecimalType(38, 0))
-        return (
-            F.when(F.isnan(col), F.lit(None).cast(T.StringType()))
-            .when((col == F.round(col, 0)) & whole.isNotNull(), whole.cast(T.StringType()))
-            .otherwise(text)
-        )
-    return text
+def _text_frame(source: DataFrame, header: list[str], table: Table, positions: dict[str, int]) -> DataFrame:
+    """The contract columns of the source as the contract reads their values: trimmed text, empty
+    as null (a typed parquet column first as the text it stands for); null where absent."""
+    # Positional names make the selection immune to odd or case-colliding header names.
+    renamed = source.toDF(*[f"_c{i}" for i in range(len(header))])
+    as_text = {
+        f"_c{i}": COLUMN_TYPES[col.kind].as_text(F.col(f"_c{i}"), source.schema[i].dataType)
+        for col in table.columns
+        if (i := positions.get(col.name)) is not None and not isinstance(source.schema[i].dataType, T.StringType)
+    }
+    if as_text:
+        renamed = renamed.withColumns(as_text)
+    return renamed.select(*[
+        _text(f"_c{positions[col.name]}").alias(col.name) if col.name in positions
+        else F.expr("CAST(NULL AS STRING)").alias(col.name)
+        for col in table.columns
+    ])
 
 
-# Expressions are written as SQL text, one F.expr call each (see sf_ml.sqltext).
-_INFINITY = "CAST('Infinity' AS DOUBLE)"
+def _write_observed(checked: DataFrame, table: Table, metrics: list[SparkColumn], target: Path) -> dict[str, int]:
+    """Write the typed columns of ``checked`` to ``target`` as parquet; return ``metrics`` observed
+    on the rows written (one scan of the source)."""
+    observation = Observation()
+    typed_columns = [_value(c.name).alias(c.name) for c in table.columns]
+    checked.observe(observation, *metrics).select(*typed_columns).write.parquet(str(target))
+    return observation.get
+
+
+def _observed_metrics(
+    table: Table, present: list[Column], check_key: bool, extra: list[str] = ()
+) -> list[SparkColumn]:
+    """Aggregates observed on the rows being written: ``rows``, ``failed_rows`` (any row check,
+    or any of the SQL conditions ``extra``, failed) and ``keyed_rows`` (rows with a complete
+    unique key)."""
+    metrics = [F.expr("count(1)").alias("rows")]
+    flags = [sql for _, _, sql in _row_checks(table, present, cheap=True)] + list(extra)
+    if flags:
+        # One flag per row for all the row checks: per-check counts are only needed on bad input.
+        any_failed = " OR ".join(f"coalesce({flag}, false)" for flag in flags)
+        metrics.append(F.expr(f"sum(CASE WHEN {any_failed} THEN 1 ELSE 0 END)").alias("failed_rows"))
+    if check_key:
+        key_complete = " AND ".join(f"{sqltext.name(_typed_name(k))} IS NOT NULL" for k in table.key)
+        metrics.append(F.expr(f"sum(CASE WHEN {key_complete} THEN 1 ELSE 0 END)").alias("keyed_rows"))
+    return metrics
+
+
+def _empty_table_issues(table: Table, file: str, rows: int) -> list[ValidationIssue]:
+    """A required table without rows is bad input; an optional one is logged as a warning."""
+    if rows == 0 and table.required:
+        return [ValidationIssue(file, None, "required table is empty (0 rows)", 0)]
+    if rows == 0:
+        logger.warning("Optional table %s is empty: its features will be null.", table.name)
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Values: trimmed text, and its typed value by the guarded casts or the reference reading
 
 
 def _trimmed_sql(name: str) -> str:
@@ -713,112 +653,30 @@ def _text(name: str) -> SparkColumn:
     return F.expr(f"nullif({_trimmed_sql(name)}, '')")
 
 
-def _typed(col: Column) -> SparkColumn:
-    """The typed value of a contract column from its trimmed string; null when it does not parse.
+def _typed(col: Column, reading: str = "guarded") -> SparkColumn:
+    """The typed value of a contract column from its trimmed text (column ``col.name``); null when
+    it does not read. See :func:`_typed_sql`."""
+    return F.expr(_typed_sql(col, reading))
 
-    Equal to :func:`_typed_detailed` on every value, cheaper on the usual ones: a few byte
-    comparisons prove that Spark's cast (which works on the UTF-8 bytes) parses the value exactly
-    as the contract reads it, and any other value goes through :func:`_typed_detailed` (regular
-    expressions). Why each guard suffices is told next to it, in :func:`_typed_sql`.
+
+def _typed_sql(col: Column, reading: str = "guarded", printable: bool = False) -> str:
+    """SQL of :func:`_typed` by the ``reading`` of the column's type (:mod:`sf_ml.column_types`).
+
+    Args:
+        col: The contract column; its trimmed text is the column ``col.name``.
+        reading: ``guarded`` (guarded casts, equal to the reference on every value) or
+            ``reference`` (the reference reading's regular expressions).
+        printable: The values are known to be trimmed printable ASCII (the native path's files),
+            which spares the guarded casts a test.
     """
-    return F.expr(_typed_sql(col))
-
-
-def _typed_sql(col: Column, printable: bool = False) -> str:
-    """SQL of :func:`_typed` over the trimmed text column ``col.name``.
-
-    With ``printable``, the values are known to be trimmed printable ASCII (the native path's
-    files): an identifier's last character then needs no test.
-    """
-    text = sqltext.name(col.name)
-    detailed = _typed_detailed_sql(col)
-    first_ok = f"({text} >= '+' AND {text} < ':')"  # first char in + , - . / 0-9
-    last = f"substring({text}, -1, 1)"
-    last_digit = f"({last} >= '0' AND {last} <= '9')"
-    if col.kind in ID_WIDTH:
-        # First and last chars are digits (nothing for the cast to trim, no sign), no '.' and
-        # the 64-bit cast reads only digits in between, so the text is digits only; at most
-        # 14 bytes cannot overflow. Trimmed printable ASCII has nothing for the cast to trim
-        # whatever its last char (the cast trims only control characters, DEL and spaces).
-        width = ID_WIDTH[col.kind]
-        ends = f"{text} >= '0' AND {text} < ':'" + ("" if printable else f" AND {last_digit}")
-        fast = (
-            f"{ends} AND octet_length({text}) <= {width}"
-            f" AND NOT contains({text}, '.') AND try_cast({text} AS BIGINT) IS NOT NULL"
-        )
-        return f"CASE WHEN {fast} THEN lpad({text}, {width}, '0') ELSE {detailed} END"
-    if col.kind == DATE:
-        # 10 bytes, '-' at 5 and 8, a digit last: the date cast then needs a 4-digit year in
-        # 1-4 (a sign or a trimmed blank leaves 3), a 2-digit month in 6-7 and a 2-digit day
-        # (a ' ' or 'T' in 9 leaves none), i.e. exactly yyyy-MM-dd. A cast to null is null both ways.
-        fast = (
-            f"octet_length({text}) = 10 AND substring({text}, 5, 1) = '-'"
-            f" AND substring({text}, 8, 1) = '-' AND {last_digit}"
-        )
-        return f"CASE WHEN {fast} THEN try_cast({text} AS DATE) ELSE {detailed} END"
-    if col.kind == BOOL:
-        return (
-            f"CASE WHEN {text} = 'true' OR {text} = '1' THEN true"
-            f" WHEN {text} = 'false' OR {text} = '0' THEN false ELSE {detailed} END"
-        )
-    if col.kind == INT:
-        # The int cast trims blanks and control characters and takes a sign; a first char
-        # among + - 0-9 (the others fail), a last digit and no '.' leave [+-]?[0-9]+, read
-        # the same way by both.
-        value = f"try_cast({text} AS INT)"
-        fast = f"{first_ok} AND {last_digit} AND NOT contains({text}, '.') AND {value} IS NOT NULL"
-        return f"CASE WHEN {fast} THEN {value} ELSE {detailed} END"
-    if col.kind == FLOAT:
-        # Java's parseDouble also takes surrounding chars <= ' ', a d/f suffix, hex (0x...p..),
-        # NaN and Infinity: a first char among + - . 0-9, a last char among . 0-9 and no 'x'
-        # leave decimal numbers with an optional exponent, the language of _NUMBER.
-        value = f"try_cast({text} AS DOUBLE)"
-        fast = (
-            f"{first_ok} AND ({last} >= '.' AND {last} <= '9') AND NOT contains({text}, 'x')"
-            f" AND NOT contains({text}, 'X') AND {value} IS NOT NULL"
-        )
-        finite = f"CASE WHEN abs({value}) != {_INFINITY} THEN {value} END"
-        return f"CASE WHEN {fast} THEN {finite} ELSE {detailed} END"
-    return text
-
-
-def _typed_detailed(col: Column) -> SparkColumn:
-    """The typed value of a contract column from its trimmed string (the reference reading)."""
-    return F.expr(_typed_detailed_sql(col))
-
-
-def _typed_detailed_sql(col: Column) -> str:
-    """SQL of :func:`_typed_detailed` over the trimmed text column ``col.name``."""
-    text = sqltext.name(col.name)
-    if col.kind in ID_WIDTH:
-        width = ID_WIDTH[col.kind]
-        return (
-            f"CASE WHEN {text} RLIKE '^[0-9]+$' AND length({text}) <= {width}"
-            f" THEN lpad({text}, {width}, '0') END"
-        )
-    if col.kind == DATE:
-        # On ISO-shaped text the cast parses exactly as to_date(yyyy-MM-dd), several times faster.
-        return f"CASE WHEN {text} RLIKE {sqltext.string(_ISO_DATE)} THEN try_cast({text} AS DATE) END"
-    if col.kind == BOOL:
-        return (
-            f"CASE WHEN lower({text}) IN ('true', '1') THEN true"
-            f" WHEN lower({text}) IN ('false', '0') THEN false END"
-        )
-    if col.kind == INT:
-        return (
-            f"CASE WHEN {text} RLIKE {sqltext.string(_INTEGER)}"
-            f" THEN try_cast(substring_index({text}, '.', 1) AS INT) END"
-        )
-    if col.kind == FLOAT:
-        value = f"try_cast({text} AS DOUBLE)"
-        return (
-            f"CASE WHEN {text} RLIKE {sqltext.string(_NUMBER)} AND NOT isnan({value})"
-            f" AND abs({value}) != {_INFINITY} THEN {value} END"
-        )
-    return text
+    column_type, text = COLUMN_TYPES[col.kind], sqltext.name(col.name)
+    if reading == "reference":
+        return column_type.reference_sql(text)
+    return column_type.guarded_sql(text, printable)
 
 
 def _typed_name(name: str) -> str:
+    """The column holding the typed value of column ``name`` in the frame being checked."""
     return f"typed__{name}"
 
 
@@ -827,39 +685,153 @@ def _value(name: str) -> SparkColumn:
     return F.col(_typed_name(name))
 
 
-def _row_checks(table: Table, present: list[Column], cheap: bool = False) -> list[tuple[str, str, SparkColumn]]:
-    """Row-level checks of a table as (column, problem, condition true on a bad row).
+# ---------------------------------------------------------------------------------------------
+# The native path: Spark's CSV parsers on clean CSV files
 
-    With ``cheap``, the two checks of an identifier are one (its text has no typed value: true
-    on exactly the rows failing either), for flagging rows without regular expressions.
+
+def _tries_native(path: Path, reading: str) -> bool:
+    """Whether the reading tries the native path on this file: a CSV file (large for ``auto``)."""
+    if reading not in ("auto", "native") or path.suffix != ".csv" or not path.is_file():
+        return False
+    return reading == "native" or path.stat().st_size >= _NATIVE_MIN_BYTES
+
+
+def _write_native(
+    spark: SparkSession, table: Table, path: Path, header: list[str], positions: dict[str, int],
+    check_key: bool, target: Path,
+) -> dict[str, int] | None:
+    """Type a clean CSV file with Spark's own parsers, or return None to take the string path.
+
+    Spark parses dates, ints and floats straight from the CSV bytes several times faster than
+    the string reading does, but its parsers accept a few spellings the contract does not; see
+    :func:`_native_frame` for how those are kept out. A forbidden byte after the header line
+    (:func:`_has_forbidden_bytes`, checked first), a row check failure, a corrupt row (a header
+    line repeated in the file is one) or a suspicious value (:func:`_suspicious_flags`) sends the
+    table to the string path, which reports the issues exactly.
+
+    Returns:
+        The observed totals (as :func:`_observed_metrics`), the typed table written to ``target``;
+        or None, with nothing left in ``target``.
     """
-    return [(column, problem, F.expr(sql)) for column, problem, sql in _row_check_sql(table, present, cheap)]
+    checked = _native_frame(spark, table, path, header, positions)
+    if checked is None:
+        return None
+    metrics = _observed_metrics(table, list(table.columns), check_key, _suspicious_flags(table))
+    totals = _write_observed(checked, table, metrics, target)
+    if totals["failed_rows"]:
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+    return totals
 
 
-def _row_check_sql(table: Table, present: list[Column], cheap: bool = False) -> list[tuple[str, str, str]]:
-    """:func:`_row_checks` with the conditions as SQL text."""
+def _native_frame(
+    spark: SparkSession, table: Table, path: Path, header: list[str], positions: dict[str, int]
+) -> DataFrame | None:
+    """The table parsed natively, as the frame the checks run on; None when it cannot be.
+
+    The file is parsed by Spark's CSV reader with the Spark types of its natively parsed columns
+    (``ColumnType.native``: dates, ints and floats), and only if no forbidden byte follows its
+    header line (:func:`_has_forbidden_bytes`). On the remaining alphabet the native parse of a
+    value either fails (its row is corrupt), gives a value flagged by :func:`_suspicious_flags`
+    (NaN, infinity, a year before 1 from a leading ``-``), or gives the value of the reference
+    reading. A header line repeated in the file makes a corrupt row: its cell of a natively parsed
+    column is a column name, which no native parser accepts. Identifiers, strings and booleans are
+    read as strings and typed as the string path types them on printable ASCII, more cheaply
+    (:func:`_printable_text_sql`, ``_typed_sql(..., printable=True)``). Blank lines are skipped, as
+    the string path does.
+
+    Returns:
+        None if the table has no natively parsed column, the header line is not UTF-8 or a
+        forbidden byte follows it. Else the frame, with columns ``<name>`` (trimmed text, or the
+        native value), ``typed__<name>`` (the typed value) per contract column and
+        ``__corrupt_record`` (the row failed to parse).
+    """
+    native = {c.name for c in table.columns if COLUMN_TYPES[c.kind].native}
+    if not native:
+        return None
+    try:
+        # newline="": the line ends at the first \n, \r or \r\n, as for Spark's line reader.
+        with path.open(encoding="utf-8", newline="") as handle:
+            header_line = handle.readline()
+    except UnicodeDecodeError:
+        return None
+    if _has_forbidden_bytes(path, len(header_line.encode("utf-8")), {c.kind for c in table.columns}):
+        return None
+    types = ["STRING"] * len(header)
+    for col in table.columns:
+        if col.name in native:
+            types[positions[col.name]] = COLUMN_TYPES[col.kind].spark_type.simpleString().upper()
+    schema = ", ".join([*(f"_c{i} {kind}" for i, kind in enumerate(types)), f"{_CORRUPT} STRING"])
+    source = spark.read.schema(schema).csv(str(path), **{
+        "header": True, "encoding": "UTF-8", "escape": '"', "mode": "PERMISSIVE", "dateFormat": "yyyy-MM-dd",
+        "columnNameOfCorruptRecord": _CORRUPT,
+    })
+    columns = []
+    for col in table.columns:
+        value = f"_c{positions[col.name]}"
+        columns.append((F.col(value) if col.name in native else F.expr(_printable_text_sql(value))).alias(col.name))
+    frame = source.select(*columns, F.col(_CORRUPT).isNotNull().alias(_CORRUPT))
+    # A natively typed column is its own text: a value that failed to parse makes a corrupt row.
+    return frame.select("*", *[
+        (F.col(c.name) if c.name in native else F.expr(_typed_sql(c, printable=True))).alias(_typed_name(c.name))
+        for c in table.columns
+    ])
+
+
+def _allowed_bytes(kinds: set[str]) -> bytes:
+    """The bytes a CSV file holding columns of ``kinds`` may hold after its header line to be
+    parsed natively.
+
+    Outside printable ASCII, Java's parsers accept what the contract does not (non-ASCII
+    digits in ``parseInt``, control characters around a ``parseDouble`` number); inside it, the
+    ``forbidden`` characters of each type (:mod:`sf_ml.column_types`). Every character outside
+    printable ASCII is encoded in UTF-8 by bytes outside it, so a byte test is a character test.
+    Line ends (``\\n``, ``\\r``) are allowed: they separate lines, the unit both CSV readings parse.
+    """
+    forbidden = "".join(COLUMN_TYPES[kind].forbidden for kind in kinds)
+    return bytes(b for b in range(0x20, 0x7F) if chr(b) not in forbidden) + b"\n\r"
+
+
+def _has_forbidden_bytes(path: Path, header_bytes: int, kinds: set[str]) -> bool:
+    """Whether the file holds a byte outside :func:`_allowed_bytes` after its first ``header_bytes``.
+
+    Read in blocks of 8 MiB on the driver: deleting the allowed bytes of a block runs at
+    ~1.5 GB/s, a few times cheaper than a regular expression over every line in Spark.
+    """
+    allowed = _allowed_bytes(kinds)
+    with path.open("rb") as handle:
+        handle.seek(header_bytes)
+        while block := handle.read(8 << 20):
+            if block.translate(None, allowed):
+                return True
+    return False
+
+
+def _suspicious_flags(table: Table) -> list[str]:
+    """Conditions (SQL) on a :func:`_native_frame` row that the reference reading must settle:
+    a corrupt row, or a value its type finds suspicious (``ColumnType.suspicious_sql``)."""
+    flags = [sqltext.name(_CORRUPT)]
+    for col in table.columns:
+        flag = COLUMN_TYPES[col.kind].suspicious_sql(sqltext.name(_typed_name(col.name)))
+        if flag is not None:
+            flags.append(flag)
+    return flags
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks: row checks, the head-office rule, example rows
+
+
+def _row_checks(table: Table, present: list[Column], cheap: bool = False) -> list[tuple[str, str, str]]:
+    """Row-level checks of a table as (column, problem, SQL condition true on a bad row).
+
+    Per present column, the checks of its type (``ColumnType.checks``, ``cheap`` as there), its
+    sign and its bounds; per table, a siren that is not the first 9 digits of its siret.
+    """
     checks = []
     for col in present:
         text, value = sqltext.name(col.name), sqltext.name(_typed_name(col.name))
-        unparsed = f"{text} IS NOT NULL AND {value} IS NULL"
-        if col.kind in ID_WIDTH and cheap:
-            checks.append((col.name, "identifier is not valid", unparsed))
-        elif col.kind in ID_WIDTH:
-            width, digits = ID_WIDTH[col.kind], f"{text} RLIKE '^[0-9]+$'"
-            checks.append((
-                col.name, "identifier has non-digit characters", f"{text} IS NOT NULL AND NOT ({digits})"
-            ))
-            checks.append((
-                col.name, f"identifier longer than {width} digits", f"{digits} AND length({text}) > {width}"
-            ))
-        elif col.kind == DATE:
-            checks.append((col.name, "date does not parse as ISO yyyy-MM-dd", unparsed))
-        elif col.kind == BOOL:
-            checks.append((col.name, "not a boolean (true/false/1/0)", unparsed))
-        elif col.kind == INT:
-            checks.append((col.name, "not an integer (32-bit)", unparsed))
-        elif col.kind == FLOAT:
-            checks.append((col.name, "not a finite number", f"{unparsed} AND lower({text}) != 'nan'"))
+        checks += [(col.name, problem, sql) for problem, sql in COLUMN_TYPES[col.kind].checks(text, value, cheap)]
         if col.non_negative:
             checks.append((col.name, "negative value where the contract requires >= 0", f"{value} < 0"))
         if col.bounds is not None:
@@ -868,8 +840,7 @@ def _row_check_sql(table: Table, present: list[Column], cheap: bool = False) -> 
                 col.name, f"value outside [{low:g}, {high:g}]",
                 f"{value} < CAST('{low!r}' AS DOUBLE) OR {value} > CAST('{high!r}' AS DOUBLE)",
             ))
-    names = {c.name for c in present}
-    if {"siren", "siret"} <= names:
+    if {"siren", "siret"} <= {c.name for c in present}:
         checks.append((
             "siren", "siren is not the first 9 digits of siret",
             f"{sqltext.name(_typed_name('siren'))} != substring({sqltext.name(_typed_name('siret'))}, 1, 9)",
@@ -877,26 +848,19 @@ def _row_check_sql(table: Table, present: list[Column], cheap: bool = False) -> 
     return checks
 
 
-def _duplicate_issues(typed: DataFrame, table: Table, file: str) -> list[ValidationIssue]:
-    """The duplicated unique keys (after padding) of a table, counted and shown; [] if none.
-
-    Called for the tables whose key hashes repeat (:func:`_repeated_key_tables`): the keys are
-    compared exactly among the rows of those hashes only.
-    """
-    key = list(table.key)
-    hashed = _key_hashes(typed, table.key)
-    repeated = hashed.groupBy("__key_hash").count().filter(F.col("count") > 1).select("__key_hash")
-    suspects = hashed.join(repeated, "__key_hash", "left_semi").select(*key)
-    dups = suspects.groupBy(*key).count().filter(F.col("count") > 1)
-    summary = dups.agg(
-        F.count(F.lit(1)).alias("keys"), F.sum("count").alias("rows"), F.min(F.struct(*key)).alias("example")
+def _row_issues(checked: DataFrame, table: Table, present: list[Column], file: str) -> list[ValidationIssue]:
+    """One issue per failed row check of ``checked`` (a frame of texts and typed values), with
+    its count and one example row (one job for the counts, one per failed check)."""
+    checks = [(column, problem, F.expr(sql)) for column, problem, sql in _row_checks(table, present)]
+    counts = checked.agg(
+        *(F.sum(F.when(cond, 1).otherwise(0)).alias(f"check{i}") for i, (_, _, cond) in enumerate(checks))
     ).first()
-    if not summary["keys"]:
-        return []
-    return [ValidationIssue(
-        file, ", ".join(key), f"duplicate unique key: {summary['keys']} key value(s) appear more than once",
-        summary["rows"], _format_row(summary["example"]),
-    )]
+    issues = []
+    for i, (column, problem, cond) in enumerate(checks):
+        if counts[f"check{i}"]:
+            example = checked.filter(cond).select(*_example_columns(table, present, column)).limit(1).first()
+            issues.append(ValidationIssue(file, column, problem, counts[f"check{i}"], _format_row(example)))
+    return issues
 
 
 def _head_office_issues(typed: DataFrame, file: str) -> list[ValidationIssue]:
@@ -928,7 +892,8 @@ def _example_columns(table: Table, present: list[Column], failing: str) -> list[
     """Columns shown in an example row: all of them, or identifying ones plus the failing one."""
     if len(present) <= _MAX_EXAMPLE_COLUMNS:
         return [c.name for c in present]
-    keep = set(table.key) | {c.name for c in present if c.kind in ID_WIDTH or c.kind == DATE} | {failing}
+    identifying = {c.name for c in present if COLUMN_TYPES[c.kind].identifying}
+    keep = set(table.key) | identifying | {failing}
     return [c.name for c in present if c.name in keep]
 
 

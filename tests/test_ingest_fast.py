@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import operator
 import math
+import re
 
 import pytest
 
 from sf_ml import contract, ingest
+from sf_ml.column_types import COLUMN_TYPES
 from sf_ml.contract import BOOL, DATE, FLOAT, INT, SIREN, SIRET, STRING, TABLES, Column
 from test_ingest import _no_adaptive_planning, write_world  # noqa: F401 - autouse fixture: tiny frames
 
@@ -67,7 +70,7 @@ def test_fast_typing_equals_detailed_typing(spark, ansi):
     typed = texts.select(
         "raw",
         *[comparable(ingest._typed(c), c.kind).alias(f"fast_{c.kind}") for c in columns],
-        *[comparable(ingest._typed_detailed(c), c.kind).alias(f"ref_{c.kind}") for c in columns],
+        *[comparable(ingest._typed(c, "reference"), c.kind).alias(f"ref_{c.kind}") for c in columns],
     )
     previous = spark.conf.get("spark.sql.ansi.enabled")
     spark.conf.set("spark.sql.ansi.enabled", ansi)
@@ -107,7 +110,7 @@ def test_printable_text_and_typing_equal_the_reference_on_printable_ascii(spark,
         *[F.expr(ingest._typed_sql(c, printable=True)).alias(c.kind) for c in columns]
     )
     reference = raw.select(*[ingest._text("raw").alias(c.name) for c in columns]).select(
-        *[ingest._typed_detailed(c).alias(c.kind) for c in columns]
+        *[ingest._typed(c, "reference").alias(c.kind) for c in columns]
     )
     previous = spark.conf.get("spark.sql.ansi.enabled")
     spark.conf.set("spark.sql.ansi.enabled", ansi)
@@ -151,15 +154,17 @@ def _corpus_world(tmp_path, values: list[str], by_kind: dict[str, list[str]] | N
     return raw
 
 
-def _read(spark, raw, staging):
+def _read(spark, raw, staging, reading="auto"):
     try:
-        frames = ingest.read_raw(spark, raw, tables=["ap_demande", "sirene_etablissements"], staging_dir=staging)
+        frames = ingest.read_raw(
+            spark, raw, tables=["ap_demande", "sirene_etablissements"], staging_dir=staging, reading=reading
+        )
         return {name: sorted(map(tuple, frame.collect()), key=repr) for name, frame in frames.items()}, None
     except ingest.RawDataError as error:
         return None, error.errors
 
 
-def test_fast_and_detailed_readings_give_the_same_frames_and_issues(spark, tmp_path, monkeypatch):
+def test_fast_and_detailed_readings_give_the_same_frames_and_issues(spark, tmp_path):
     bad = sorted({w.format(c) for c, w in itertools.product(CORES, WRAPPERS[:3])})
     good = {
         SIRET: ["1234567800012", " 55210055400013", "\u00a000000000000001\t", ""],
@@ -172,9 +177,7 @@ def test_fast_and_detailed_readings_give_the_same_frames_and_issues(spark, tmp_p
     for label, values, by_kind in (("bad", bad, None), ("good", list(range(40)), good)):
         raw = _corpus_world(tmp_path / label, values, by_kind)
         fast = _read(spark, raw, tmp_path / label / "fast")
-        monkeypatch.setattr(ingest, "_typed", ingest._typed_detailed)
-        detailed = _read(spark, raw, tmp_path / label / "detailed")
-        monkeypatch.undo()
+        detailed = _read(spark, raw, tmp_path / label / "detailed", reading="reference")
         assert fast == detailed, label
         if label == "good":
             assert fast[0] is not None and len(fast[0]["ap_demande"]) == 40
@@ -204,16 +207,32 @@ def test_concurrent_tables_report_issues_in_contract_order(spark, tmp_path, monk
     # An unexpected error in one table is raised once the others are done; ingest writes nothing.
     original, seen = ingest._load_and_check, []
 
-    def failing(spark_, table, path, target):
+    def failing(spark_, table, path, target, reading):
         if table.name == "urssaf_debit":
             raise RuntimeError("boom")
         seen.append(table.name)
-        return original(spark_, table, path, target)
+        return original(spark_, table, path, target, reading)
 
     monkeypatch.setattr(ingest, "_load_and_check", failing)
     with pytest.raises(RuntimeError, match="boom"):
         ingest.ingest(raw, tmp_path / "out" / "typed", spark=spark)
     assert sorted(seen) == sorted(set(TABLES) - {"urssaf_debit"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_contract_kind_has_one_column_type():
+    """Each kind of the contract has its one type object, which the typed schema follows."""
+    kinds = {c.kind for table in TABLES.values() for c in table.columns}
+    assert kinds == set(COLUMN_TYPES) == set(KINDS)
+    assert {kind for kind, column_type in COLUMN_TYPES.items() if column_type.native} == {DATE, INT, FLOAT}
+    for name in TABLES:
+        assert [f.dataType for f in ingest.typed_schema(name)] == [COLUMN_TYPES[c.kind].spark_type for c in TABLES[name].columns]
+
+
+def test_an_unknown_reading_is_refused_and_nothing_written(spark, tmp_path):
+    raw = write_world(tmp_path / "raw")
+    with pytest.raises(ValueError, match="unknown reading 'fast': expected one of auto, native, guarded, reference"):
+        ingest.ingest(raw, tmp_path / "out" / "typed", spark=spark, reading="fast")
     assert not (tmp_path / "out").exists()
 
 
@@ -279,33 +298,35 @@ def test_native_parse_agrees_with_the_reference_reading_on_clean_files(spark, tm
     assert len(accepted) >= 5  # the corpus exercises the native parse, not only its rejections
 
 
-def test_native_and_reference_paths_stage_identical_tables(spark, tmp_path, monkeypatch):
+def _readings(caplog) -> dict[str, str]:
+    """Table -> the reading that typed it, from ingest's debug log: ``native``, ``guarded``,
+    ``reference``, or ``native in doubt`` (the native reading tried, then the string path taken)."""
+    readings = {}
+    for record in caplog.records:
+        found = re.fullmatch(r"(\w+)\.\w+: (native reading in doubt, )?typed by the (\w+) reading", record.getMessage())
+        if found:
+            readings[found[1]] = "native in doubt" if found[2] else found[3]
+    return readings
+
+
+def test_native_and_reference_paths_stage_identical_tables(spark, tmp_path, caplog):
     """Clean CSV tables take the native parse; the staged tables equal the reference path's."""
     raw = write_world(tmp_path / "raw")
-    taken = []
-    original = ingest._write_native
-
-    def spy(*args):
-        totals = original(*args)
-        taken.append((args[1].name, totals is not None))
-        return totals
-
-    monkeypatch.setattr(ingest, "_write_native", spy)
-    monkeypatch.setattr(ingest, "_NATIVE_MIN_BYTES", 0)  # the tiny world's files
-    native = _read_all(spark, raw, tmp_path / "native")
-    assert {"urssaf_cotisation", "urssaf_effectif", "urssaf_debit", "altares_paydex"} <= {n for n, ok in taken if ok}
-    monkeypatch.setattr(ingest, "_write_native", lambda *args: None)
-    assert native == _read_all(spark, raw, tmp_path / "reference")
+    with caplog.at_level(logging.DEBUG, logger="sf_ml.ingest"):
+        native = _read_all(spark, raw, tmp_path / "native", reading="native")  # the tiny world's files too
+    taken = _readings(caplog)
+    assert {"urssaf_cotisation", "urssaf_effectif", "urssaf_debit", "altares_paydex"} <= {n for n, r in taken.items() if r == "native"}
+    assert native == _read_all(spark, raw, tmp_path / "reference", reading="reference")
 
 
-def _read_all(spark, raw, staging):
+def _read_all(spark, raw, staging, reading):
     tables = ["urssaf_effectif", "urssaf_cotisation", "urssaf_debit", "altares_paydex", "dgfip_bilans",
               "ap_demande", "sirene_etablissements_historique"]
-    frames = ingest.read_raw(spark, raw, tables=tables, staging_dir=staging)
+    frames = ingest.read_raw(spark, raw, tables=tables, staging_dir=staging, reading=reading)
     return {name: (frame.schema, sorted(map(tuple, frame.collect()), key=repr)) for name, frame in frames.items()}
 
 
-def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(spark, tmp_path, monkeypatch):
+def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(spark, tmp_path, caplog):
     """A value the native parse rejects (12.5 as int), one the text scan keeps off it (1d), one it
     reads as infinity (1e400) and a repeated header line are reported with file, column, count and
     example; nothing is written."""
@@ -320,21 +341,13 @@ def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(
     header_line = debit.read_text(encoding="utf-8").splitlines()[0]
     with debit.open("a", encoding="utf-8") as handle:  # a second header line, as in concatenated exports
         handle.write(header_line + "\n")
-    taken = {}
-    original = ingest._write_native
-
-    def spy(*args):
-        totals = original(*args)
-        taken[args[1].name] = totals is not None
-        return totals
-
-    monkeypatch.setattr(ingest, "_write_native", spy)
-    monkeypatch.setattr(ingest, "_NATIVE_MIN_BYTES", 0)  # the tiny world's files
-    with pytest.raises(ingest.RawDataError) as info:
-        ingest.ingest(raw, tmp_path / "out" / "typed", spark=spark)
+    with caplog.at_level(logging.DEBUG, logger="sf_ml.ingest"), pytest.raises(ingest.RawDataError) as info:
+        ingest.ingest(raw, tmp_path / "out" / "typed", spark=spark, reading="native")  # the tiny world's files too
     assert not (tmp_path / "out").exists()
+    taken = _readings(caplog)
     assert {name: taken[name] for name in ("urssaf_effectif", "urssaf_cotisation", "altares_paydex", "urssaf_debit")} == {
-        "urssaf_effectif": False, "urssaf_cotisation": False, "altares_paydex": False, "urssaf_debit": False}
+        "urssaf_effectif": "native in doubt", "urssaf_cotisation": "native in doubt",
+        "altares_paydex": "native in doubt", "urssaf_debit": "native in doubt"}
     issues = {(i.file, i.column): i for i in info.value.errors}
     assert {key for key in issues if key[0] != "urssaf_debit.csv"} == {
         ("urssaf_effectif.csv", "effectif"), ("urssaf_cotisation.csv", "du"), ("altares_paydex.csv", "paydex")}
@@ -348,7 +361,7 @@ def test_bad_values_in_native_sized_files_are_reported_as_by_the_reference_path(
     assert "paydex=1e400" in issues[("altares_paydex.csv", "paydex")].example
 
 
-def test_a_repeated_header_line_without_forbidden_bytes_is_reported(spark, tmp_path, monkeypatch):
+def test_a_repeated_header_line_without_forbidden_bytes_is_reported(spark, tmp_path):
     """``siren,periode,effectif`` passes the byte scan (no float, no date sign): its line parses
     as a corrupt row, so the table takes the reference path, which reports it."""
     raw = write_world(tmp_path / "raw")
@@ -357,9 +370,8 @@ def test_a_repeated_header_line_without_forbidden_bytes_is_reported(spark, tmp_p
     assert not _forbidden(header_line, {INT, DATE})
     with effectif.open("a", encoding="utf-8") as handle:
         handle.write(header_line + "\n")
-    monkeypatch.setattr(ingest, "_NATIVE_MIN_BYTES", 0)  # the tiny world's files
     with pytest.raises(ingest.RawDataError) as info:
-        ingest.read_raw(spark, raw, tables=["urssaf_effectif"])
+        ingest.read_raw(spark, raw, tables=["urssaf_effectif"], reading="native")  # the tiny world's files too
     issues = {(i.column, i.problem): i for i in info.value.errors}
     siren = issues[("siren", "identifier has non-digit characters")]
     assert siren.count == 1 and "siren=siren, periode=periode, effectif=effectif" in siren.example
