@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 
 from sf_ml import sources, sqltext
 from sf_ml.config import AGGREGATIONS, aggregated_name
-from sf_ml.windows import MonthlyGrid, WindowOp
+from sf_ml.windows import MonthlyGrid, WindowOp, helper
 from sf_ml.contract import SCOPE, TARGET_HORIZON_MONTHS
 
 # The headcount part of the scope (contract.SCOPE) as window outputs and their minimum values:
@@ -30,6 +30,11 @@ HEADCOUNT_SCOPE = {RECENT_HEADCOUNTS: 1, MAX_HEADCOUNT: SCOPE.min_headcount}
 KEY = ["siren", "periode"]
 # Month index of periode (see month_index): every window orders by this one column.
 MONTH = "month"
+# Helper columns of the window kernel (read by its operations, never in the panel).
+EFFECTIF_MONTH = helper("effectif_mois")  # headcount of the months it is known
+EFFECTIF_RECORD = helper("effectif_record")  # true at those months: marks the grid
+DATE_CREATION = helper("date_creation")
+COTISATION_MEAN12M = helper("cotisation_mean12m")
 METADATA_COLUMNS = ["code_naf", "naf_section", "region", "categorie_juridique"]
 TARGET = "failure_18m"
 BASE_FEATURES = [
@@ -80,10 +85,10 @@ def company_grid(
         per_company: Columns with one value per company (copied to the months inserted).
 
     Returns:
-        The grid, marked by ``__effectif_record`` (rows at the periodes headcounts are known).
+        The grid, marked by ``EFFECTIF_RECORD`` (rows at the periodes headcounts are known).
     """
     return MonthlyGrid(
-        marker="__effectif_record", first_offset=0, last_offset=SCOPE.recent_months - 1,
+        marker=EFFECTIF_RECORD, first_offset=0, last_offset=SCOPE.recent_months - 1,
         low=_month_number(grid_start), high=_month_number(end), keep_from=_month_number(start),
         per_company=per_company,
     )
@@ -157,7 +162,7 @@ def apply_windows(
 
     ``frame`` must hold all rows of a siren in one partition, sorted by (siren, month), one row
     per siren and month; the function does not shuffle, so a frame already partitioned by siren
-    keeps its partitioning. Columns whose name starts with ``__`` are inputs only: they are left
+    keeps its partitioning. Helper columns (:func:`sf_ml.windows.is_helper`) are inputs only: they are left
     out of the result, as are the rows where ``keep`` is false.
 
     Args:
@@ -169,7 +174,7 @@ def apply_windows(
         require: Minimum values of op outputs for a row to be returned.
 
     Returns:
-        ``frame``'s columns (less the ``__`` ones) and the operations' outputs.
+        ``frame``'s columns (less the helper ones) and the operations' outputs.
     """
     from pyspark import cloudpickle
     from pyspark.sql import types as T
@@ -178,7 +183,7 @@ def apply_windows(
 
     # Ship the kernel's code with the task: executors need numpy and pyarrow, not this package.
     cloudpickle.register_pickle_by_value(windows)
-    drop = [c for c in frame.columns if c.startswith("__")]
+    drop = [c for c in frame.columns if windows.is_helper(c)]
     schema = T.StructType(windows.output_fields(frame.schema.fields, ops, drop, grid=grid is not None))
     body = functools.partial(
         windows.arrow_partition_windows, ops=ops, keep=keep, drop=drop, grid=grid, require=require
@@ -258,6 +263,18 @@ STATE_COLUMNS = {
     "bilan": sources.FINANCIAL_COLUMNS,
     "siege": ("siege_actif_etat",),
 }
+
+
+def _state_known(state: str) -> str:
+    """Helper column: true at the months where ``state`` has a record."""
+    return helper(f"{state}_known")
+
+
+def _state_value(state: str, column: str) -> str:
+    """Helper column: ``column`` of ``state``'s record, at the months it has one."""
+    return helper(f"{state}__{column}")
+
+
 FLOW_COLUMNS = ("cotisation", "ap_heures_consommees", "ap_heures_autorisees")
 
 
@@ -280,8 +297,8 @@ def company_months(
     Returns:
         The grouped rows: ``siren, month`` (:func:`month_index` of the periode), the flows
         (``cotisation``, ``ap_heures_consommees``, ``ap_heures_autorisees``), the features of
-        absent optional tables as nulls, and inputs ``__effectif_mois``, ``__effectif_record``
-        and ``__<state>_known`` / ``__<state>__<column>`` per state; partitioned by siren, one
+        absent optional tables as nulls, and helper inputs ``EFFECTIF_MONTH``, ``EFFECTIF_RECORD``
+        and per state ``_state_known`` / ``_state_value`` columns; partitioned by siren, one
         row per siren and month, up to the month after ``end_date`` (there, headcount records
         known later only extend the grid). And the operations that turn them into the headcount
         scope columns (``effectif``, ``n_effectif_recents``, ``effectif_max_36m``) and the
@@ -312,16 +329,16 @@ def company_months(
         "siren",
         # Records known after end only extend the grid to end (an undated one stays undated).
         f"CASE WHEN periode > DATE'{after_end}' THEN DATE'{after_end}' ELSE periode END AS periode",
-        "effectif AS __effectif_mois",
-        "true AS __effectif_record",
+        f"effectif AS {EFFECTIF_MONTH}",
+        f"true AS {EFFECTIF_RECORD}",
     )
     stack = [
         effectif_mois,
         *(frame.where(recent).select("siren", "periode", column) for column, frame in flows.items()),
         *(
             frame.selectExpr(
-                "siren", "periode", f"true AS __{name}_known",
-                *(f"{sqltext.name(c)} AS {sqltext.name(f'__{name}__{c}')}" for c in STATE_COLUMNS[name]),
+                "siren", "periode", f"true AS {_state_known(name)}",
+                *(f"{sqltext.name(c)} AS {sqltext.name(_state_value(name, c))}" for c in STATE_COLUMNS[name]),
             )
             for name, frame in states.items()
         ),
@@ -341,9 +358,9 @@ def company_months(
     absent_flows = [c for c in FLOW_COLUMNS if c not in flows]
     months = months.selectExpr("*", *(f"CAST(NULL AS DOUBLE) AS {sqltext.name(c)}" for c in absent_flows))
     ops = [
-        WindowOp("effectif", "carry", "__effectif_mois"),
-        WindowOp(RECENT_HEADCOUNTS, "count", "__effectif_mois", SCOPE.recent_months),
-        WindowOp(MAX_HEADCOUNT, "max", "__effectif_mois", SCOPE.headcount_lookback_months),
+        WindowOp("effectif", "carry", EFFECTIF_MONTH),
+        WindowOp(RECENT_HEADCOUNTS, "count", EFFECTIF_MONTH, SCOPE.recent_months),
+        WindowOp(MAX_HEADCOUNT, "max", EFFECTIF_MONTH, SCOPE.headcount_lookback_months),
     ]
     for name, columns in STATE_COLUMNS.items():
         if name not in states:
@@ -352,7 +369,8 @@ def company_months(
             continue
         # With the debit table, no recorded debt means no debt.
         default = 0.0 if name == "debt" else None
-        ops += [WindowOp(c, "carry", f"__{name}__{c}", known=f"__{name}_known", default=default) for c in columns]
+        ops += [WindowOp(c, "carry", _state_value(name, c), known=_state_known(name), default=default)
+                for c in columns]
     return months, ops
 
 
@@ -402,17 +420,17 @@ def build_panel(
     debts = tuple(sources.DEBT_COLUMNS)
     aggregations = aggregation_ops(time_aggregation)
     ops += [
-        WindowOp("age_entreprise", "years_since", "__date_creation"),
-        WindowOp("__cotisation_mean12m", "mean", "cotisation", 12),
+        WindowOp("age_entreprise", "years_since", DATE_CREATION),
+        WindowOp(COTISATION_MEAN12M, "mean", "cotisation", 12),
         WindowOp("dette_par_effectif", "ratio", sources=debts, denominator="effectif"),
-        WindowOp("dette_sur_cotisation_mean12m", "ratio", sources=debts, denominator="__cotisation_mean12m"),
+        WindowOp("dette_sur_cotisation_mean12m", "ratio", sources=debts, denominator=COTISATION_MEAN12M),
         *aggregations,
     ]
-    creation = legal.select("siren", F.col("date_creation").alias("__date_creation"))
+    creation = legal.select("siren", F.col("date_creation").alias(DATE_CREATION))
     panel = panel.join(F.broadcast(creation), "siren", "left").sortWithinPartitions("siren", MONTH)
     # The headcount part of the scope rule is applied in the kernel: fewer rows come back.
     panel = apply_windows(
-        panel, ops, grid=company_grid(grid_start, start_date, end_date, per_company=("__date_creation",)),
+        panel, ops, grid=company_grid(grid_start, start_date, end_date, per_company=(DATE_CREATION,)),
         require=HEADCOUNT_SCOPE,
     )
     for frame in static:

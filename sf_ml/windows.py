@@ -28,6 +28,18 @@ INTEGER_KINDS = ("count", "months_positive")
 # Rows gathered before a chunk is processed (cut at the last company boundary).
 CHUNK_ROWS = 200_000
 _MONTH_BITS = 20  # month indexes (year * 12 + month - 1) stay below 2**20 until year 87,000
+# Columns (inputs or op outputs) named with this prefix are helpers: read, never returned.
+HELPER_PREFIX = "__"
+
+
+def helper(name: str) -> str:
+    """The helper column of ``name`` (see :data:`HELPER_PREFIX`)."""
+    return HELPER_PREFIX + name
+
+
+def is_helper(column: str) -> bool:
+    """Whether ``column`` is a helper column, left out of every result."""
+    return column.startswith(HELPER_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -332,8 +344,8 @@ def arrow_partition_windows(
             returned.
 
     Yields:
-        Record batches: the input columns (less ``drop``) and every op output whose name does not
-        start with ``__``.
+        Record batches: the input columns (less ``drop``) and every op output that is not a
+        helper column (:func:`is_helper`).
     """
     import pyarrow as pa
 
@@ -436,7 +448,7 @@ def _evaluate_chunk(
         arrays.append(pa.array(_month_starts(month if mask is None else month[mask]), pa.date32()))
         names.append("periode")
     for op in ops:
-        if op.output.startswith("__"):
+        if is_helper(op.output):
             continue
         values = results[op.output] if mask is None else results[op.output][mask]
         integer = op.kind in INTEGER_KINDS
@@ -460,7 +472,7 @@ def output_fields(input_fields: list, ops: list[WindowOp], drop: Iterable[str] =
     if grid:
         fields.append(T.StructField("periode", T.DateType(), True))
     for op in ops:
-        if not op.output.startswith("__"):
+        if not is_helper(op.output):
             kind = T.LongType() if op.kind in INTEGER_KINDS else T.DoubleType()
             fields.append(T.StructField(op.output, kind, True))
     return fields
