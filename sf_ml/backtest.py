@@ -4,6 +4,8 @@ For each prediction date T the model is trained only on periodes whose 18-month 
 known at T (periodes up to T - 18 months), its alert thresholds are chosen on companies held out
 of that training, and it then scores every company in scope at T; the scores are compared with
 the outcomes realised afterwards. Each date is a nested run; the parent logs the series.
+
+matplotlib is imported inside the plotting function only: it is heavy and only needed to draw.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ import logging
 import time
 from pathlib import Path
 
+import mlflow
 import pandas as pd
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from pyspark.sql import functions as F
 from tqdm import tqdm
 
+from sf_ml import evaluation as E
 from sf_ml.config import ExperimentConfig
 from sf_ml.contract import TARGET_HORIZON_MONTHS
 from sf_ml.panel import TARGET, add_months, first_of_month
+from sf_ml.spark import get_spark
+from sf_ml.tracking import stage_run
+from sf_ml.train import fit, training_sets
 
 log = logging.getLogger(__name__)
 SERIES_METRICS = ("average_precision", "roc_auc", "positive_rate", "risque_fort_precision",
@@ -40,7 +49,6 @@ def _log_series(table: pd.DataFrame) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mlflow
 
     mlflow.log_text(table.to_csv(index=False), "backtest/metrics_by_date.csv")
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -84,15 +92,6 @@ def backtest(
     Raises:
         ValueError: A date whose outcomes are not yet known (no labelled row at T).
     """
-    import mlflow
-    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
-    from pyspark.sql import functions as F
-
-    from sf_ml import evaluation as E
-    from sf_ml.spark import get_spark
-    from sf_ml.tracking import stage_run
-    from sf_ml.train import fit, training_sets
-
     seed = config.seed if seed is None else int(seed)
     spark = spark or get_spark("sf_ml-backtest")
     dates = parse_dates(prediction_dates)

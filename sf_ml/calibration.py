@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Transformer
+from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 from pyspark.sql import DataFrame
@@ -202,8 +203,6 @@ class CalibratedProbability(Transformer, DefaultParamsReadable, DefaultParamsWri
                            self.getOrDefault(self.intercept))
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
-        from pyspark.ml.functions import array_to_vector, vector_to_array
-
         raw = vector_to_array(F.col("probability"))[1]
         clipped = F.least(F.greatest(raw, F.lit(EPSILON)), F.lit(1 - EPSILON))
         z = (F.lit(self.getOrDefault(self.slope)) * F.log(clipped / (F.lit(1.0) - clipped))

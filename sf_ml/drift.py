@@ -12,6 +12,8 @@ de-duplicated quantiles, so a spike (many zeros) is one bin instead of many empt
 Everything that touches Spark is one pass over the frame (the quantiles of every feature in one
 aggregation, the bin counts of every feature in one ``mapInArrow``); nothing is collected but
 aggregated values.
+
+The bin-counting closure imports numpy and pyarrow itself: it is pickled by value and runs on executors.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from pyspark.sql import functions as F
 
 DEFAULT_BINS = 10
 EPSILON = 1e-4  # floor of a bin's share in the PSI (an empty bin would make it infinite)
@@ -85,8 +89,6 @@ def quantile_edges(frame, columns: Sequence[str], n_bins: int = DEFAULT_BINS) ->
     Returns:
         ``{column: sorted distinct finite edges}`` (empty for an all-missing column).
     """
-    from pyspark.sql import functions as F
-
     if not columns:
         return {}
     levels = ", ".join(repr(level) for level in quantile_levels(n_bins))
@@ -120,8 +122,6 @@ def bin_proportions(frame, bins: Mapping[str, tuple[str, Sequence[float]]]) -> t
         ``(rows, {key: proportions})``: ``len(edges) + 2`` shares per key (the last one for
         missing values); all zeros when ``frame`` is empty.
     """
-    from pyspark.sql import functions as F
-
     keys = list(bins)
     columns = list(dict.fromkeys(column for column, _ in bins.values()))
     specs = [(columns.index(column), [float(e) for e in edges]) for column, edges in (bins[k] for k in keys)]

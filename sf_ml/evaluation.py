@@ -6,6 +6,8 @@ maximising F0.5 (precision first), ``risque modéré`` at the one maximising F2 
 both chosen on the grouped test set and then applied unchanged to other sets (out-of-time).
 Each level flags at most its :data:`MAX_ALERT_SHARE` of the rows: where the model barely ranks
 (a small world, a weak config), the F-beta optimum is to flag everyone, which is no alert list.
+
+matplotlib is imported inside the plotting functions only: it is heavy and only needed to draw.
 """
 
 from __future__ import annotations
@@ -13,9 +15,22 @@ from __future__ import annotations
 import json
 import logging
 
+import mlflow
 import numpy as np
 import pandas as pd
+from pyspark.sql import functions as F
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    log_loss,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
+from sf_ml.calibration import expected_calibration_error
+from sf_ml.modeling import classifier_of, gain_importances, positive_probability
 from sf_ml.panel import TARGET
 
 log = logging.getLogger(__name__)
@@ -53,10 +68,6 @@ def collect_predictions(
     Returns:
         ``(y, p)``, or ``(y, p, raw)`` with ``raw_col``: int labels and floats, same length.
     """
-    from pyspark.sql import functions as F
-
-    from sf_ml.modeling import positive_probability
-
     columns = [F.col(label).cast("int").alias("y"), positive_probability(probability_col).alias("p")]
     if raw_col:
         columns.append(F.col(raw_col).cast("double").alias("raw"))
@@ -83,10 +94,6 @@ def score_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         ``average_precision, roc_auc, brier, log_loss, ece, mean_probability, positive_rate,
         rows`` (NaN where a metric is undefined, e.g. one class only).
     """
-    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
-
-    from sf_ml.calibration import expected_calibration_error
-
     y = np.asarray(y, dtype=int)
     p = np.asarray(p, dtype=float)
     both = 0 < y.sum() < len(y)
@@ -115,8 +122,6 @@ def fbeta_curve(y: np.ndarray, p: np.ndarray, beta: float) -> tuple[np.ndarray, 
     Returns:
         ``(thresholds, fbeta)``, thresholds increasing.
     """
-    from sklearn.metrics import precision_recall_curve
-
     precision, recall, thresholds = precision_recall_curve(y, p)
     precision, recall = precision[:-1], recall[:-1]
     b2 = beta * beta
@@ -236,8 +241,6 @@ def evaluate(
         ``uncalibrated_brier``, ``uncalibrated_ece``, ``uncalibrated_mean_probability`` with
         ``p_uncalibrated``.
     """
-    from sf_ml.calibration import expected_calibration_error
-
     levels = levels or RISK_LEVELS
     metrics = score_metrics(y, p)
     if p_uncalibrated is not None and len(y):
@@ -270,9 +273,6 @@ def curves(sets: dict[str, tuple[np.ndarray, np.ndarray]], levels: dict[str, flo
     Returns:
         ``{"pr_curve", "roc_curve", "fbeta_threshold", "calibration"}`` frames.
     """
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
     levels = levels or RISK_LEVELS
     parts: dict[str, list[pd.DataFrame]] = {"pr_curve": [], "roc_curve": [], "fbeta_threshold": [], "calibration": []}
     for name, (y, p, *uncalibrated) in sets.items():
@@ -308,8 +308,6 @@ def feature_importances(model, slot_names: list[str]) -> pd.DataFrame:
     Returns:
         ``feature, kind, value`` sorted by decreasing ``|value|``.
     """
-    from sf_ml.modeling import classifier_of, gain_importances
-
     classifier = classifier_of(model)
     if hasattr(classifier, "coefficients"):
         kind, values = "coefficient", classifier.coefficients.toArray()
@@ -417,7 +415,6 @@ def log_evaluation(
         Artifact paths logged.
     """
     import matplotlib.pyplot as plt
-    import mlflow
 
     data = curves(sets, levels)
     if importances is not None:

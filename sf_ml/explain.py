@@ -29,22 +29,39 @@ Cost: path-dependent TreeSHAP is O(trees x leaves x depth^2) per company, about 
 1,000 companies for 100 trees of depth 9, so :func:`explain` runs it in Spark's Python workers
 (``approximate=True``, Saabas attributions, is a thousand times cheaper). A logistic regression
 costs one pass over the frame.
+
+xgboost and shap are imported inside the functions that need them: heavy, needed by some models
+only (the Arrow closures that run on executors import their own modules).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import tempfile
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.ml.classification import GBTClassificationModel, LogisticRegressionModel, RandomForestClassificationModel
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
 
+from sf_ml.calibration import EPSILON, CalibratedProbability
 from sf_ml.config import AGGREGATIONS, ExperimentConfig, aggregated_name
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+from sf_ml.modeling import (
+    FEATURES_COL,
+    IMPUTED_SUFFIX,
+    MISSING_SUFFIX,
+    PROBABILITY_COL,
+    classifier_of,
+    feature_slot_names,
+)
 
 CONTRIB_PREFIX = "contrib."
 GROUP_PREFIX = "group."
@@ -74,8 +91,6 @@ def base_variable(slot_or_column: str, config: ExperimentConfig) -> str:
     Returns:
         The base variable (the name itself when it derives from no known variable).
     """
-    from sf_ml.modeling import IMPUTED_SUFFIX, MISSING_SUFFIX
-
     name = slot_or_column.removesuffix(IMPUTED_SUFFIX)
     variables = set(config.features.variables) | set(config.model.bins) | set(config.features.categorical)
     if name in variables:
@@ -121,14 +136,6 @@ def explain(model, frame: DataFrame, config: ExperimentConfig, *, approximate: b
     Raises:
         TypeError: The classifier is of another kind.
     """
-    from pyspark.ml.classification import (
-        GBTClassificationModel,
-        LogisticRegressionModel,
-        RandomForestClassificationModel,
-    )
-
-    from sf_ml.modeling import classifier_of, feature_slot_names
-
     from xgboost.spark import SparkXGBClassifierModel
 
     classifier = classifier_of(model)
@@ -161,8 +168,6 @@ def explain(model, frame: DataFrame, config: ExperimentConfig, *, approximate: b
 
 def _calibration_of(model):
     """The :class:`sf_ml.calibration.Calibration` of a pipeline's last stage, or None."""
-    from sf_ml.calibration import CalibratedProbability
-
     last = model.stages[-1]
     return last.calibration() if isinstance(last, CalibratedProbability) else None
 
@@ -185,8 +190,6 @@ def calibrated_contributions(phi: np.ndarray, expected: float, margin: str, cali
     Returns:
         ``(phi, expected, "log_odds")`` on the calibrated log-odds scale.
     """
-    from sf_ml.calibration import EPSILON
-
     slope, intercept = calibration.slope, calibration.intercept
     if margin == LOG_ODDS:
         return phi * slope, slope * expected + intercept, LOG_ODDS
@@ -225,11 +228,6 @@ def xgboost_contributions(booster, features: np.ndarray) -> tuple[np.ndarray, fl
 
 def _scored(model, frame: DataFrame) -> DataFrame:
     """Keys, feature array and P(failure) of the frame transformed by the pipeline."""
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
-
-    from sf_ml.modeling import FEATURES_COL, PROBABILITY_COL
-
     return model.transform(frame).select(
         *[c for c in ("siren", "periode") if c in frame.columns],
         vector_to_array(F.col(FEATURES_COL)).alias("__features"),
@@ -250,10 +248,6 @@ def _spark_tree_shap(scored: DataFrame, trees: TreeArrays, width: int, approxima
     put back in the frame's order on the driver. Each worker explains Arrow batches of
     ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows (10,000 by default).
     """
-    import pyarrow as pa
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType, DoubleType, StructField, StructType
-
     arrays = trees.trees
     parallelism = scored.sparkSession.sparkContext.defaultParallelism
     numbered = scored.withColumn("__row", F.monotonically_increasing_id()).repartition(parallelism)
@@ -324,8 +318,6 @@ def spark_tree_ensemble(classifier, nodes: pd.DataFrame | None = None) -> TreeAr
     Raises:
         NotImplementedError: The trees split a feature of more than 2 categories.
     """
-    from pyspark.ml.classification import GBTClassificationModel
-
     if nodes is None:
         nodes = _node_table(classifier)
     boosted = isinstance(classifier, GBTClassificationModel)
@@ -388,8 +380,6 @@ def _explainer(trees: TreeArrays):
 
 
 def _node_table(classifier) -> pd.DataFrame:
-    from pyspark.sql import SparkSession
-
     spark = SparkSession.getActiveSession()
     if spark is not None and spark.sparkContext.master.startswith("local"):
         return saved_nodes(classifier)
@@ -412,11 +402,6 @@ def saved_nodes(classifier) -> pd.DataFrame:
         categorical split, its first left category) and ``numCategories`` (-1 unless the split
         is categorical).
     """
-    import tempfile
-    from pathlib import Path
-
-    import pyarrow.parquet as pq
-
     with tempfile.TemporaryDirectory(prefix="sf_ml_trees_") as directory:
         path = Path(directory) / "model"
         classifier.write().save(path.as_uri())

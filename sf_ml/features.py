@@ -5,6 +5,8 @@ removed at the end), or reads the typed tables of a directory ``ingest`` wrote (
 build many), builds the panel of :mod:`sf_ml.panel` with the experiment's time
 aggregations, writes it as parquet partitioned by ``periode`` (atomically: into a staging
 directory moved into place at the end) and logs its profile to the active MLflow run.
+
+matplotlib is imported inside the plotting function only: it is heavy and only needed to draw.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import hashlib
 import logging
 from pathlib import Path
 
+import mlflow
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType
 
 from sf_ml.config import ExperimentConfig
+from sf_ml.ingest import read_tables
 from sf_ml.io import atomic_directory, scratch_directory
 from sf_ml.manifest import is_typed_directory
 from sf_ml.panel import BASE_FEATURES, KEY, METADATA_COLUMNS, TARGET, build_panel
 from sf_ml.progress import PhaseLog
+from sf_ml.spark import get_spark
 from sf_ml.tracking import log_panel_input
 
 log = logging.getLogger(__name__)
@@ -74,7 +79,6 @@ def _log_run(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mlflow
 
     labelled = profile["labelled"].sum()
     mlflow.log_metrics(
@@ -136,11 +140,6 @@ def build_features(
         sf_ml.manifest.TypedDataError: A typed directory without a manifest or that no longer
             matches it (nothing is written).
     """
-    import mlflow
-
-    from sf_ml.ingest import read_tables
-    from sf_ml.spark import get_spark
-
     spark = spark or get_spark("sf_ml-build_features")
     phases = PhaseLog("build_features", log)
     output_dir = Path(output_dir)

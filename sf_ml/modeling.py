@@ -3,11 +3,17 @@
 The pipeline carries its own preprocessing (imputation, binning, scaling), so the logged
 ``PipelineModel`` scores raw panel rows, nulls included. Functions here are shared by the
 ``train``, ``tune`` and ``backtest`` stages.
+
+xgboost is imported only when an xgboost estimator is built: it is heavy and optional.
 """
 
 from __future__ import annotations
 
+from importlib import metadata
+
+import numpy as np
 from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.classification import GBTClassifier, LogisticRegression, RandomForestClassifier
 from pyspark.ml.feature import (
     Bucketizer,
     OneHotEncoder,
@@ -18,9 +24,11 @@ from pyspark.ml.feature import (
     StringIndexerModel,
     VectorAssembler,
 )
+from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from sf_ml.calibration import CalibratedProbability
 from sf_ml.config import AGGREGATIONS, ConfigError, ExperimentConfig, aggregated_name
 from sf_ml.panel import TARGET
 
@@ -159,8 +167,6 @@ def estimator(model_type: str, params: dict, seed: int | None = None,
     Returns:
         An unfitted classifier.
     """
-    from pyspark.ml.classification import GBTClassifier, LogisticRegression, RandomForestClassifier
-
     if model_type == XGBOOST:
         return xgboost_estimator(params, seed, counts)
     classes = {
@@ -287,8 +293,6 @@ def model_requirements(model_type: str) -> list[str]:
     """
     if model_type != XGBOOST:
         return []
-    from importlib import metadata
-
     return [f"xgboost=={metadata.version('xgboost')}"]
 
 
@@ -311,8 +315,6 @@ def gain_importances(classifier, width: int):
     Returns:
         A ``(width,)`` numpy array.
     """
-    import numpy as np
-
     values = np.zeros(width)
     for name, gain in classifier.get_booster().get_score(importance_type="total_gain").items():
         values[int(name.removeprefix("f"))] = gain
@@ -449,15 +451,11 @@ def classifier_of(model: PipelineModel):
     Returns:
         The classifier model stage.
     """
-    from sf_ml.calibration import CalibratedProbability
-
     return [stage for stage in model.stages if not isinstance(stage, CalibratedProbability)][-1]
 
 
 def positive_probability(column: str = PROBABILITY_COL) -> Column:
     """The probability of class 1 from a Spark ML probability vector column."""
-    from pyspark.ml.functions import vector_to_array
-
     return vector_to_array(F.col(column))[1]
 
 

@@ -12,6 +12,8 @@ mean probability against the realised rate, and the precision and recall of each
 (``risque_modere`` counts the companies at or above its threshold, ``risque_fort`` included);
 per NAF section and per region the same table (``by_naf_section.csv``, ``by_region.csv``);
 and the reliability and precision-recall plots.
+
+matplotlib is imported inside the plotting function only: it is heavy and only needed to draw.
 """
 
 from __future__ import annotations
@@ -22,10 +24,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+from pyspark.sql import functions as F
+from sklearn.metrics import precision_recall_curve
 
+from sf_ml.evaluation import score_metrics
 from sf_ml.panel import TARGET
+from sf_ml.spark import get_spark
+from sf_ml.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +74,6 @@ def read_predictions(directories: list[Path]) -> pd.DataFrame:
 
 def realised_outcomes(spark, features_dir: str | Path, periodes: list) -> pd.DataFrame:
     """``siren, periode, failure_18m`` of the panel's rows with a known label at ``periodes``."""
-    from pyspark.sql import functions as F
-
     panel = spark.read.parquet(str(features_dir))
     known = panel.where(F.col("periode").isin(list(periodes)) & F.col(TARGET).isNotNull())
     frame = known.select(F.col("siren").cast("string"), "periode", F.col(TARGET).cast("int")).toPandas()
@@ -81,8 +87,6 @@ def outcome_metrics(y: np.ndarray, p: np.ndarray, alert: np.ndarray) -> dict[str
         :func:`sf_ml.evaluation.score_metrics` plus ``<level>_precision``, ``<level>_recall``
         and ``<level>_alerts`` (``risque_modere``: at or above that level).
     """
-    from sf_ml.evaluation import score_metrics
-
     y = np.asarray(y, dtype=int)
     metrics = score_metrics(y, p)
     flagged = {"risque_fort": alert == "risque_fort"}
@@ -111,7 +115,6 @@ def _figures(frame: pd.DataFrame):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import precision_recall_curve
 
     y, p = frame[TARGET].to_numpy(int), frame["probability"].to_numpy(float)
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -149,10 +152,6 @@ def monitor_scorings(scores_dir: str | Path, features_dir: str | Path, spark=Non
     Raises:
         MonitoringError: No scoring output, or no scored company has a known outcome yet.
     """
-    import mlflow
-
-    from sf_ml.tracking import stage_run
-
     if mlflow.active_run() is None:
         context = stage_run("monitor", dict(scores_dir=str(scores_dir), features_dir=str(features_dir)))
     else:
@@ -162,10 +161,6 @@ def monitor_scorings(scores_dir: str | Path, features_dir: str | Path, spark=Non
 
 
 def _monitor(scores_dir, features_dir, spark, run_id) -> dict[str, Any]:
-    import mlflow
-
-    from sf_ml.spark import get_spark
-
     spark = spark or get_spark("sf_ml-monitor")
     predictions = read_predictions(find_scorings(scores_dir))
     outcomes = realised_outcomes(spark, features_dir, sorted(predictions["periode"].unique()))

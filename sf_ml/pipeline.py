@@ -15,7 +15,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import mlflow
+from mlflow.utils.git_utils import get_git_commit
+
 from sf_ml.config import DEFAULT_CONFIG
+from sf_ml.manifest import export_unchanged
+from sf_ml.registry import CHAMPION, current_version
 
 log = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -46,9 +51,6 @@ def run_step(entry_point: str, parameters: dict[str, Any], outputs: list[str] | 
     Returns:
         ``(run, reused)`` with the child's ``mlflow.entities.Run``.
     """
-    import mlflow
-    from mlflow.utils.git_utils import get_git_commit
-
     client = mlflow.MlflowClient()
     parent = mlflow.active_run()
     parameters = {k: str(v) for k, v in parameters.items()}
@@ -87,8 +89,6 @@ def champion_after_promotion(model_name: str, trained_version: str, promote_tags
     Raises:
         PipelineStopped: No champion (the gate refused the first model): nothing is scored.
     """
-    from sf_ml.registry import CHAMPION, current_version
-
     champion = current_version(model_name, CHAMPION)
     if champion is None:
         raise PipelineStopped(
@@ -133,10 +133,6 @@ def run_all(
     Raises:
         PipelineStopped: The gate refused the first model (no champion to score with).
     """
-    import mlflow
-
-    from sf_ml.manifest import export_unchanged
-
     work = Path(workdir).resolve()
     client = mlflow.MlflowClient()
     steps: dict[str, Any] = {}

@@ -16,11 +16,21 @@ import datetime as dt
 import json
 import logging
 from dataclasses import asdict, dataclass
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.spark
+from pyspark.sql import functions as F
+
+from sf_ml import evaluation as E
+from sf_ml.modeling import held_out, input_columns
+from sf_ml.panel import TARGET, add_months, first_of_month
 from sf_ml.progress import PhaseLog
-from sf_ml.registry import CHAMPION, set_alias
+from sf_ml.registry import CHAMPION, current_version, model_version, resolve_version, set_alias
+from sf_ml.spark import get_spark
+from sf_ml.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +140,6 @@ def evaluation_window(features_dir: str | Path, train_ends: list[str], spark,
     Returns:
         ``(start, end)`` ISO dates.
     """
-    from pyspark.sql import functions as F
-
-    from sf_ml.panel import TARGET, add_months, first_of_month
-
     labelled = spark.read.parquet(str(features_dir)).where(F.col(TARGET).isNotNull())
     last = labelled.agg(F.max("periode")).first()[0]
     if last is None:
@@ -163,13 +169,6 @@ def evaluation_rows(panel, footprints: list[TrainingFootprint], start: str, end:
     Returns:
         The rows of the panel kept.
     """
-    from functools import reduce
-
-    from pyspark.sql import functions as F
-
-    from sf_ml.modeling import held_out
-    from sf_ml.panel import TARGET
-
     unseen = reduce(lambda a, b: a & b, [held_out("siren", f.test_fraction, f.seed) for f in footprints])
     return panel.where(F.col(TARGET).isNotNull() & (F.col("periode") >= F.lit(start).cast("date"))
                        & (F.col("periode") <= F.lit(end).cast("date")) & unseen)
@@ -185,10 +184,6 @@ def describe_evaluation_set(rows, footprints: list[TrainingFootprint], start: st
     Raises:
         ValueError: No labelled row, or no positive one, in the set.
     """
-    from pyspark.sql import functions as F
-
-    from sf_ml.panel import TARGET
-
     counts = rows.agg(F.countDistinct("siren").alias("companies"), F.count("*").alias("rows"),
                       F.coalesce(F.sum(F.col(TARGET).cast("long")), F.lit(0)).alias("positive")).first()
     splits = ", ".join(f"version {f.version} (seed {f.seed}, held out {f.test_fraction:g})" for f in footprints)
@@ -210,12 +205,6 @@ def evaluate_version(version, rows) -> dict[str, float]:
     Returns:
         :func:`sf_ml.evaluation.evaluate` metrics.
     """
-    import mlflow.spark
-
-    from sf_ml import evaluation as E
-    from sf_ml.modeling import input_columns
-    from sf_ml.panel import TARGET
-
     columns = input_columns(version.config)
     missing = sorted(set(columns) - set(rows.columns))
     if missing:
@@ -227,8 +216,6 @@ def evaluate_version(version, rows) -> dict[str, float]:
 
 def _record_on_versions(model_name: str, cand, champ, record: dict[str, Any]) -> None:
     """Write the decision on the versions' tags and description; move ``champion`` if promoted."""
-    import mlflow
-
     client = mlflow.MlflowClient()
     note = f"{record['decided_at']} promote run {record['run_id']}: {record['decision']} ({record['reason']})"
     if record["decision"] == "promoted":
@@ -245,8 +232,6 @@ def _record_on_versions(model_name: str, cand, champ, record: dict[str, Any]) ->
 
 
 def _log_decision(record: dict[str, Any], gate: PromotionGate) -> None:
-    import mlflow
-
     evaluated = record["evaluation_set"]
     mlflow.log_params({"eval_start_resolved": evaluated["periodes"][0], "eval_end_resolved": evaluated["periodes"][1],
                        "eval_companies": "held_out_by_all", **{f"gate.{k}": v for k, v in asdict(gate).items()}})
@@ -290,12 +275,6 @@ def promote(
         ``candidate_version``, ``previous_champion``, the metrics of both, ``evaluation_window``,
         ``evaluation_set`` (:func:`describe_evaluation_set`), ``run_id``.
     """
-    import mlflow
-
-    from sf_ml.registry import current_version, model_version, resolve_version
-    from sf_ml.spark import get_spark
-    from sf_ml.tracking import stage_run
-
     spark = spark or get_spark("sf_ml-promote")
     phases = PhaseLog("promote", log)
     params = dict(model_name=model_name, candidate=candidate, features_dir=str(features_dir), dry_run=dry_run,
@@ -354,8 +333,6 @@ def promotion_history(model_name: str) -> list[dict[str, Any]]:
     Returns:
         One dict per decision: run id, time, candidate, previous champion, decision, reason.
     """
-    import mlflow
-
     client = mlflow.MlflowClient()
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(

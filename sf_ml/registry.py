@@ -13,6 +13,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from sf_ml.config import ConfigError, config_from_dict
 from sf_ml.tracking import retry_on_store_conflict
 
 CHALLENGER = "challenger"
@@ -24,8 +29,6 @@ _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ver
 
 
 def _client():
-    from mlflow import MlflowClient
-
     return MlflowClient()
 
 
@@ -51,8 +54,6 @@ def register_model(
     Raises:
         RegistryError: The threshold tags break :func:`check_thresholds` (nothing is registered).
     """
-    import mlflow
-
     check_thresholds({key.removeprefix(THRESHOLD_TAG_PREFIX): value for key, value in (tags or {}).items()
                       if key.startswith(THRESHOLD_TAG_PREFIX)}, f"the model of run {run_id}")
     version = retry_on_store_conflict(lambda: mlflow.register_model(
@@ -175,11 +176,6 @@ def resolve_version(model_uri: str) -> RegisteredVersion:
         RegistryError: Malformed URI; unknown name, alias or version; threshold tags missing or
             breaking :func:`check_thresholds`; no readable ``config.json`` in the training run.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from sf_ml.config import ConfigError, config_from_dict
-
     try:
         version = model_version(model_uri)
     except MlflowException as error:
@@ -202,8 +198,6 @@ def resolve_version(model_uri: str) -> RegisteredVersion:
 
 def current_version(model_name: str, alias: str):
     """The version an alias points to, or None when the model or the alias does not exist."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return _client().get_model_version_by_alias(model_name, alias)
     except MlflowException as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mlflow
 import pandas as pd
 
 RUN_METRICS = ("test_average_precision", "oot_average_precision", "test_roc_auc", "oot_roc_auc",
@@ -35,8 +36,6 @@ def train_runs_table(runs: pd.DataFrame, load_config=None) -> pd.DataFrame:
         :data:`RUN_METRICS`, sorted by out-of-time average precision (best first).
     """
     if load_config is None:
-        import mlflow
-
         def load_config(run_id: str) -> dict:
             return mlflow.artifacts.load_dict(f"runs:/{run_id}/config.json")
 

@@ -26,6 +26,8 @@ randomises), so rebuilding the same month from the same raw directory keeps it.
 The active MLflow run (one is opened with :func:`sf_ml.tracking.stage_run` if none is) receives
 counts and rates per alert level, the score distribution, and the drift against the previous
 scoring of the same registered model (:mod:`sf_ml.drift`).
+
+matplotlib is imported inside the plotting function only: it is heavy and only needed to draw.
 """
 
 from __future__ import annotations
@@ -42,15 +44,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from mlflow.exceptions import MlflowException
+from pyspark.errors import AnalysisException
+from pyspark.sql import functions as F
 
+from sf_ml import drift
 from sf_ml.config import ExperimentConfig
+from sf_ml.explain import explain, top_features
+from sf_ml.features import build_features
+from sf_ml.io import atomic_directory
 from sf_ml.labels import describe, group_label
-from sf_ml.panel import METADATA_COLUMNS
+from sf_ml.modeling import feature_columns, input_columns
+from sf_ml.panel import METADATA_COLUMNS, first_of_month
 from sf_ml.progress import PhaseLog
 from sf_ml.registry import THRESHOLD_LEVELS, RegisteredVersion, RegistryError, resolve_version
 from sf_ml.report import render_report, risk_shares
+from sf_ml.spark import get_spark
+from sf_ml.tracking import stage_run
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +146,6 @@ def month_frame(spark, features_dir: str | Path, prediction_date: dt.date, confi
     Raises:
         ScoringError: Missing directory or model columns.
     """
-    from pyspark.sql import functions as F
-
-    from sf_ml.modeling import feature_columns, input_columns
-
     path = Path(features_dir)
     if not path.exists():
         raise ScoringError(f"features directory {features_dir} does not exist")
@@ -161,8 +173,6 @@ def frame_digest(frame) -> tuple[int, int, str]:
     The digest combines the xor and the modular sum of a 64-bit hash of every row: it changes
     when any value changes, not when files are renamed or rows reordered.
     """
-    from pyspark.sql import functions as F
-
     row_hash = F.xxhash64(*(F.col(f"`{c}`") for c in frame.columns))
     row = frame.agg(
         F.count(F.lit(1)).alias("rows"),
@@ -195,8 +205,6 @@ def _to_pandas(frame) -> pd.DataFrame:
 
 def _explanations(model, frame, config: ExperimentConfig, values: pd.DataFrame) -> tuple[pd.DataFrame, list]:
     """Group scores and top features of every row, aligned with ``values`` (sorted by siren)."""
-    from sf_ml.explain import explain, top_features
-
     explained = explain(model, frame, config)
     explained = explained.assign(siren=explained["siren"].astype(str))
     if len(explained) != len(values) or set(explained["siren"]) != set(values["siren"]):
@@ -215,8 +223,6 @@ def predictions_schema(groups: list[str]):
     Returns:
         A ``pyarrow.Schema``.
     """
-    import pyarrow as pa
-
     text, number = pa.string(), pa.float64()
     fields = [("siren", text), ("periode", pa.date32()), *[(c, text) for c in METADATA_COLUMNS],
               ("probability", number), ("alert", text), ("model_name", text), ("model_version", pa.int64()),
@@ -341,11 +347,6 @@ def write_outputs(target: Path, table: pd.DataFrame, alerts: dict, manifest: dic
     Returns:
         The manifest as written (with the size and SHA-256 of the other files).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from sf_ml.io import atomic_directory
-
     groups = [c.removeprefix("group_") for c in table.columns if c.startswith("group_")]
     schema = predictions_schema(groups)
     with atomic_directory(target) as staging:
@@ -383,8 +384,6 @@ def previous_scoring(model_name: str, prediction_date: dt.date, exclude_run_id: 
     Searched in every experiment on the tags ``stage``, ``model_name`` and ``prediction_date``;
     the latest prediction date wins, then the latest start.
     """
-    import mlflow
-
     quoted = model_name.replace("\\", "\\\\").replace("'", "\\'")
     runs = mlflow.search_runs(
         search_all_experiments=True, output_format="list",
@@ -400,11 +399,6 @@ def previous_scoring(model_name: str, prediction_date: dt.date, exclude_run_id: 
 
 def _drift(frame, columns: list[str], model: RegisteredVersion, prediction_date: dt.date, run_id: str | None):
     """This scoring's feature profile, and PSI against the previous scoring's profile if any."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from sf_ml import drift
-
     reference_run = previous_scoring(model.name, prediction_date, run_id)
     reference = None
     if reference_run is not None:
@@ -425,7 +419,6 @@ def _log_distribution(probabilities: np.ndarray, thresholds: dict[str, float], p
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mlflow
 
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.hist(probabilities, bins=50, range=(0, 1), color="#9ab")
@@ -444,10 +437,6 @@ def _log_distribution(probabilities: np.ndarray, thresholds: dict[str, float], p
 
 def _log_run(model: RegisteredVersion, prediction_date: dt.date, table: pd.DataFrame, counts: dict[str, int],
              profile: dict, reference_run, psi: dict[str, float] | None, manifest: dict, seconds: float) -> dict:
-    import mlflow
-
-    from sf_ml import drift
-
     rows = len(table)
     rates = {level: counts[level] / rows for level in ALERTS}
     alert_rate = (counts["risque_fort"] + counts["risque_modere"]) / rows
@@ -522,8 +511,6 @@ def month_features(model: RegisteredVersion, date: dt.date, features_dir: str | 
     From ``features_dir`` as it is; from ``raw_dir``, the month is built with the model's config
     into a working directory next to ``output_dir``, deleted when the block ends.
     """
-    from pyspark.errors import AnalysisException
-
     if raw_dir is None:
         yield Path(features_dir), {"kind": "features_dir", "path": str(Path(features_dir).resolve())}
         return
@@ -575,8 +562,6 @@ def predict(served, month: Month, model: RegisteredVersion) -> pd.DataFrame:
     Returns:
         ``siren, periode``, metadata, ``probability`` and ``alert``, sorted by siren.
     """
-    from sf_ml.modeling import input_columns
-
     with _arrow_transfers(month.frame.sparkSession):
         probability = np.asarray(served.predict(month.values[input_columns(model.config)]), dtype=float)
     if probability.shape != (len(month.values),):
@@ -650,11 +635,6 @@ def score_companies(
             columns, or no company at the date (nothing is written in any of these cases).
         sf_ml.ingest.RawDataError: ``raw_dir`` breaks the data contract.
     """
-    import mlflow
-
-    from sf_ml.panel import first_of_month
-    from sf_ml.tracking import stage_run
-
     if prediction_date is None or not str(prediction_date).strip():
         raise ScoringError("a prediction date is required")
     if output_dir is None or not str(output_dir).strip():
@@ -681,11 +661,6 @@ def score_companies(
 def _score(model_uri: str, date: dt.date, output_dir: Path, features_dir: str | None, raw_dir: str | None,
            spark, run_id: str) -> dict[str, Any]:
     """Resolve -> load the month -> predict -> explain -> write outputs -> log."""
-    import mlflow.pyfunc
-
-    from sf_ml.modeling import feature_columns
-    from sf_ml.spark import get_spark
-
     phases = PhaseLog("score", log)
     model = resolve_model(model_uri)
     phases.done(f"resolve {model_uri}", model=model.name, version=model.version, periode=date)
@@ -719,9 +694,6 @@ def _score(model_uri: str, date: dt.date, output_dir: Path, features_dir: str | 
 
 def _build_month(raw_dir, workdir: Path, config: ExperimentConfig, date: dt.date, spark) -> None:
     """Build the features of one month into ``workdir``, in a nested ``build_features`` run."""
-    from sf_ml.features import build_features
-    from sf_ml.tracking import stage_run
-
     params = dict(raw_dir=str(raw_dir), output_dir=str(workdir), config=config.name,
                   start=date.isoformat(), end=date.isoformat(), labels_until="")
     with stage_run("build_features", params, config.to_dict(), nested=True):

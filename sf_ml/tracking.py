@@ -10,9 +10,17 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
+
+import mlflow
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.exceptions import MlflowException
+
+from sf_ml.panel import TARGET
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "sf_ml"
@@ -37,10 +45,6 @@ def retry_on_store_conflict(call, attempts: int = 5):
     Returns:
         What ``call()`` returns.
     """
-    import time
-
-    from mlflow.exceptions import MlflowException
-
     for attempt in range(1, attempts + 1):
         try:
             return call()
@@ -65,13 +69,6 @@ def log_panel_input(panel, features_dir: str | Path, digest: str, context: str) 
         digest: Digest of the panel's files.
         context: Input context (``features``, ``training``).
     """
-    import warnings
-
-    import mlflow
-    from mlflow.data.meta_dataset import MetaDataset
-
-    from sf_ml.panel import TARGET
-
     features_dir = Path(features_dir)
     spark_dataset = mlflow.data.from_spark(
         panel, path=str(features_dir), name=f"features:{features_dir.name}", targets=TARGET, digest=digest,
@@ -86,8 +83,6 @@ def log_panel_input(panel, features_dir: str | Path, digest: str, context: str) 
 
 def setup_tracking() -> str:
     """Point MLflow at the configured tracking store and return its URI."""
-    import mlflow
-
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     mlflow.set_tracking_uri(uri)
     return uri
@@ -142,8 +137,6 @@ def stage_run(
     Yields:
         The active ``mlflow.ActiveRun``.
     """
-    import mlflow
-
     setup_tracking()
     if not os.environ.get("MLFLOW_RUN_ID") and mlflow.active_run() is None:
         mlflow.set_experiment(

@@ -24,13 +24,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.spark
 import numpy as np
 import pandas as pd
+import pyspark
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+from pyspark.ml import PipelineModel
+from pyspark.sql import functions as F
 
-from sf_ml.config import ExperimentConfig
+from sf_ml import evaluation as E
+from sf_ml.calibration import RAW_PROBABILITY_COL, fit_calibration, odds_ratio
+from sf_ml.config import AGGREGATIONS, ExperimentConfig, aggregated_name
+from sf_ml.evaluation import collect_predictions
+from sf_ml.features import directory_digest
+from sf_ml.modeling import (
+    MISSING_SUFFIX,
+    build_pipeline,
+    class_counts,
+    feature_slot_names,
+    held_out,
+    input_columns,
+    model_requirements,
+    positive_weight,
+    resample,
+    split_by_siren,
+)
 from sf_ml.panel import TARGET
 from sf_ml.progress import PhaseLog
-from sf_ml.tracking import log_panel_input
+from sf_ml.registry import CHALLENGER, THRESHOLD_TAG_PREFIX, register_model
+from sf_ml.spark import get_spark
+from sf_ml.tracking import git_commit, log_panel_input, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +91,6 @@ def synthetic_input_example(config: ExperimentConfig, columns: list[str]) -> pd.
     Returns:
         A pandas frame: doubles, int32 ``*_manquant`` indicators and text categorical columns.
     """
-    from sf_ml.config import AGGREGATIONS, aggregated_name
-    from sf_ml.modeling import MISSING_SUFFIX
-
     kind_of = {
         aggregated_name(variable, kind, months): (variable, kind)
         for kind in AGGREGATIONS
@@ -138,10 +160,6 @@ def training_sets(
         TrainingDataError: Missing columns, an inverted window, or no labelled rows or no
             positives among the training companies of the window.
     """
-    from pyspark.sql import functions as F
-
-    from sf_ml.modeling import held_out, input_columns, split_by_siren
-
     if str(train_start)[:10] > str(train_end)[:10]:
         raise TrainingDataError(f"train_start {train_start} is after train_end {train_end}")
     columns = input_columns(config)
@@ -182,12 +200,6 @@ def fit(config: ExperimentConfig, sets: TrainingSets, seed: int) -> tuple[Any, d
         ``(PipelineModel, metrics)`` with ``train_*`` counts, ``fit_seconds`` and the
         ``calibration_*`` parameters.
     """
-    from pyspark.ml import PipelineModel
-
-    from sf_ml.calibration import fit_calibration, odds_ratio
-    from sf_ml.evaluation import collect_predictions
-    from sf_ml.modeling import build_pipeline, class_counts, positive_weight, resample
-
     sampling = config.sampling
     # Not persisted: the estimators cache their own assembled input.
     balanced = resample(sets.train, sampling.strategy, sampling.minority_ratio, seed,
@@ -229,9 +241,6 @@ def evaluate_model(model, sets: TrainingSets) -> tuple[dict, dict[str, float], d
     Raises:
         TrainingDataError: The grouped test set has no rows or no positives.
     """
-    from sf_ml import evaluation as E
-    from sf_ml.calibration import RAW_PROBABILITY_COL
-
     predictions = {name: E.collect_predictions(model.transform(frame), raw_col=RAW_PROBABILITY_COL)
                    for name, frame in (("test", sets.test), ("latest", sets.calibration), ("oot", sets.oot))}
     y_test = predictions["test"][0]
@@ -266,14 +275,6 @@ def log_pipeline_model(model, config: ExperimentConfig, columns: list[str]) -> A
     Returns:
         The ``ModelInfo`` of the logged model (artifact path :data:`MODEL_ARTIFACT_PATH`).
     """
-    import mlflow
-    import mlflow.spark
-    import pyspark
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    from sf_ml.modeling import model_requirements
-
     example = synthetic_input_example(config, columns)
     # Every input may be null (the pipeline imputes); indicators are ints like in the panel.
     kinds = {c: "string" for c in config.features.categorical}
@@ -324,10 +325,6 @@ def train_model(
         TrainingDataError: Missing columns, no labelled rows or no positives in the window, or
             a held-out set without positives.
     """
-    import mlflow
-
-    from sf_ml.tracking import stage_run
-
     seed = config.seed if seed is None else int(seed)
     if mlflow.active_run() is None:
         params = dict(features_dir=str(features_dir), config=config.name, train_start=train_start,
@@ -341,15 +338,6 @@ def train_model(
 
 
 def _train(features_dir, config, train_start, train_end, model_name, seed, spark, register, run_id):
-    import mlflow
-
-    from sf_ml import evaluation as E
-    from sf_ml.features import directory_digest
-    from sf_ml.modeling import feature_slot_names
-    from sf_ml.registry import CHALLENGER, THRESHOLD_TAG_PREFIX, register_model
-    from sf_ml.spark import get_spark
-    from sf_ml.tracking import git_commit
-
     phases = PhaseLog("train", log)
     spark = spark or get_spark("sf_ml-train")
     features_dir = Path(features_dir)

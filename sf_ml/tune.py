@@ -8,6 +8,8 @@ rate moves with the economy, and AP with it. Trials run through
 :class:`sf_ml.tuner.Tuner` (hyperopt TPE by default), ``parallelism`` at a time on the driver.
 The best parameters are then trained once more by :func:`sf_ml.train.train_model` inside the
 parent run, which logs the full evaluation and registers the version as ``challenger``.
+
+matplotlib is imported inside the plotting function only: it is heavy and only needed to draw.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import pandas as pd
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from sf_ml.config import ExperimentConfig
+from sf_ml.evaluation import collect_predictions, score_metrics
+from sf_ml.spark import get_spark
+from sf_ml.tracking import stage_run
+from sf_ml.train import fit, train_model, training_sets
 from sf_ml.tuner import HyperoptTuner, Trial, Tuner
 
 log = logging.getLogger(__name__)
@@ -38,7 +46,6 @@ def _log_trials(trials: list[Trial], run_ids: dict[int, str]) -> pd.DataFrame:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import mlflow
 
     table = pd.DataFrame(
         [{"trial": t.number, "run_id": run_ids.get(t.number), "average_precision": -t.loss, **t.params}
@@ -90,14 +97,6 @@ def tune_model(
         ``best_trial``, ``best_params``, ``trials`` (a table), and the final training summary of
         :func:`sf_ml.train.train_model` (``run_id``, ``version``, ``metrics``, ``thresholds``).
     """
-    import mlflow
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
-    from sf_ml.evaluation import collect_predictions, score_metrics
-    from sf_ml.spark import get_spark
-    from sf_ml.tracking import stage_run
-    from sf_ml.train import fit, train_model, training_sets
-
     seed = config.seed if seed is None else int(seed)
     spark = spark or get_spark("sf_ml-tune")
     tuner = tuner or HyperoptTuner()

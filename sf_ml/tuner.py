@@ -8,6 +8,8 @@ Search-space format (``search_space`` of an experiment config)::
     regParam: {type: loguniform, low: 0.001, high: 1.0}
     maxDepth: {type: quniform, low: 4, high: 12, q: 1}     # integers when low, high, q are
     featureSubsetStrategy: {type: choice, options: [sqrt, log2]}
+
+hyperopt is imported inside :class:`HyperoptTuner` only: it is optional and kept behind this module.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
+
+import numpy as np
+from tqdm import tqdm
 
 from sf_ml.config import ConfigError
 
@@ -95,10 +100,8 @@ class HyperoptTuner:
 
     def minimize(self, objective, space, max_evals, parallelism=1, seed=0, progress=True) -> list[Trial]:
         """See :meth:`Tuner.minimize`."""
-        import numpy as np
         from hyperopt import STATUS_OK, Domain, Trials, space_eval, tpe
         from hyperopt.base import JOB_STATE_DONE
-        from tqdm import tqdm
 
         if not space:
             raise ConfigError("search_space is empty: nothing to tune")
