@@ -23,6 +23,9 @@ ID_WIDTH = {SIREN: 9, SIRET: 14}
 
 FAILURE_NATURES = ("1", "2", "3", "4", "8")
 TARGET_HORIZON_MONTHS = 18
+# Not a contract column: the company key while the panel is built (sf_ml.sources.company_number,
+# a validated siren as a 64-bit integer, hashed and sorted faster than text). Outputs carry ``siren``.
+COMPANY = "company"
 # Recorded in every typed directory's manifest: raise it when a table, column, type or rule changes.
 CONTRACT_VERSION = "1"
 

@@ -4,8 +4,9 @@ Pure ``DataFrame -> DataFrame`` transforms. The panel is built on a dense monthl
 company (from its first headcount record to three months after its last), which the window
 kernel inserts among the months that hold records (:func:`company_grid`). Every per-company
 window (carried states, scope counts, time aggregations) is a calendar window over the month
-index, evaluated by the vectorised kernel of :mod:`sf_ml.windows` on rows partitioned by siren:
-calendar-correct on any input, dense or not.
+index, evaluated by the vectorised kernel of :mod:`sf_ml.windows` on rows partitioned by
+company (:data:`sf_ml.contract.COMPANY`, the siren as a 64-bit key): calendar-correct on any
+input, dense or not.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pyspark.sql import functions as F
 from sf_ml import sources, sqltext
 from sf_ml.config import AGGREGATIONS, aggregated_name
 from sf_ml.windows import MonthlyGrid, WindowOp, helper
-from sf_ml.contract import SCOPE, TARGET_HORIZON_MONTHS
+from sf_ml.contract import COMPANY, SCOPE, TARGET_HORIZON_MONTHS
 
 # The headcount part of the scope (contract.SCOPE) as window outputs and their minimum values:
 # the kernel drops the rows below them, and in_scope states the whole rule.
@@ -158,15 +159,15 @@ def apply_windows(
     grid: MonthlyGrid | None = None,
     require: dict[str, float] | None = None,
 ) -> DataFrame:
-    """Evaluate window operations per siren with :mod:`sf_ml.windows` (NumPy, in ``mapInArrow``).
+    """Evaluate window operations per company with :mod:`sf_ml.windows` (NumPy, in ``mapInArrow``).
 
-    ``frame`` must hold all rows of a siren in one partition, sorted by (siren, month), one row
-    per siren and month; the function does not shuffle, so a frame already partitioned by siren
+    ``frame`` must hold all rows of a company in one partition, sorted by (company, month), one
+    row per company and month; the function does not shuffle, so a frame already partitioned by it
     keeps its partitioning. Helper columns (:func:`sf_ml.windows.is_helper`) are inputs only: they are left
     out of the result, as are the rows where ``keep`` is false.
 
     Args:
-        frame: ``siren``, ``month`` (:func:`month_index`) and the operations' inputs.
+        frame: ``company``, ``month`` (:func:`month_index`) and the operations' inputs.
         ops: Operations, in order.
         keep: Boolean column selecting the rows returned (None: all).
         grid: Dense months to insert per company; only they are returned, with ``periode``
@@ -208,8 +209,9 @@ def add_time_aggregations(
     """
     has_month = MONTH in panel.columns
     frame = panel if has_month else panel.withColumn(MONTH, month_index("periode"))
-    frame = frame.repartition("siren").sortWithinPartitions("siren", MONTH)
-    out = apply_windows(frame, aggregation_ops(time_aggregation))
+    frame = frame.withColumnRenamed("siren", COMPANY)  # the kernel's key
+    frame = frame.repartition(COMPANY).sortWithinPartitions(COMPANY, MONTH)
+    out = apply_windows(frame, aggregation_ops(time_aggregation)).withColumnRenamed(COMPANY, "siren")
     return out if has_month else out.drop(MONTH)
 
 
@@ -222,18 +224,18 @@ def lookback_months(time_aggregation: dict[str, dict[str, list[int]]]) -> int:
     return max(SCOPE.headcount_lookback_months, longest + 12)
 
 
-# The tables whose rows feed the stack of company_months, shuffled once each by siren.
-SIREN_PARTITIONED_TABLES = (
+# The tables whose rows feed the stack of company_months, shuffled once each by company.
+COMPANY_PARTITIONED_TABLES = (
     "urssaf_effectif", "urssaf_cotisation", "urssaf_debit", "ap_consommation", "ap_demande",
     "altares_paydex", "dgfip_bilans", "sirene_etablissements_historique",
 )
 
 
-def partitioned_by_siren(tables: dict[str, DataFrame], names: tuple[str, ...]) -> dict[str, DataFrame]:
-    """``tables`` with the named ones hash-partitioned by siren (``siren``, else from ``siret``).
+def partitioned_by_company(tables: dict[str, DataFrame], names: tuple[str, ...]) -> dict[str, DataFrame]:
+    """``tables`` with the named ones hash-partitioned by company (from ``siren``, else ``siret``).
 
     All of them get the same number of partitions (``spark.sql.shuffle.partitions``), so that
-    every per-company computation downstream (groupings and windows keyed by siren, the union of
+    every per-company computation downstream (groupings and windows keyed by company, the union of
     the sources) runs where the rows already are: one shuffle per raw table, none after.
 
     Args:
@@ -249,10 +251,10 @@ def partitioned_by_siren(tables: dict[str, DataFrame], names: tuple[str, ...]) -
             continue
         frame = tables[name]
         partitions = int(frame.sparkSession.conf.get("spark.sql.shuffle.partitions"))
-        siren = (
+        company = (
             sources.company_number(F.col("siren")) if "siren" in frame.columns else sources.siren_of(F.col("siret"))
         )
-        partitioned[name] = frame.repartition(partitions, siren)
+        partitioned[name] = frame.repartition(partitions, company)
     return partitioned
 
 
@@ -281,10 +283,10 @@ FLOW_COLUMNS = ("cotisation", "ap_heures_consommees", "ap_heures_autorisees")
 def company_months(
     tables: dict[str, DataFrame], grid_start: dt.date, end_date: dt.date
 ) -> tuple[DataFrame, list[WindowOp]]:
-    """Every monthly source of a company on one row per (siren, month), and how to carry them.
+    """Every monthly source of a company on one row per (company, month), and how to carry them.
 
-    Each source's siren x periode frame is stacked and grouped once, after a single repartition
-    by siren of each raw table: the windows that follow (:func:`apply_windows`) run on that
+    Each source's company x periode frame is stacked and grouped once, after a single repartition
+    by company of each raw table: the windows that follow (:func:`apply_windows`) run on that
     partitioning without another shuffle. State events older than the grid stay in the stack so
     that the state they set is carried into it. Months without any record are not here: the
     window kernel inserts the company's grid (:func:`company_grid`).
@@ -295,16 +297,16 @@ def company_months(
         end_date: Last periode.
 
     Returns:
-        The grouped rows: ``siren, month`` (:func:`month_index` of the periode), the flows
+        The grouped rows: ``company, month`` (:func:`month_index` of the periode), the flows
         (``cotisation``, ``ap_heures_consommees``, ``ap_heures_autorisees``), the features of
         absent optional tables as nulls, and helper inputs ``EFFECTIF_MONTH``, ``EFFECTIF_RECORD``
-        and per state ``_state_known`` / ``_state_value`` columns; partitioned by siren, one
-        row per siren and month, up to the month after ``end_date`` (there, headcount records
+        and per state ``_state_known`` / ``_state_value`` columns; partitioned by company, one
+        row per company and month, up to the month after ``end_date`` (there, headcount records
         known later only extend the grid). And the operations that turn them into the headcount
         scope columns (``effectif``, ``n_effectif_recents``, ``effectif_max_36m``) and the
         carried states (debts, paydex, financial ratios, ``siege_actif_etat``).
     """
-    tables = partitioned_by_siren(tables, SIREN_PARTITIONED_TABLES)
+    tables = partitioned_by_company(tables, COMPANY_PARTITIONED_TABLES)
     recent = F.col("periode") >= F.lit(grid_start)
     flows = {"cotisation": sources.cotisation_monthly(tables["urssaf_cotisation"])}
     if "ap_consommation" in tables:
@@ -326,7 +328,7 @@ def company_months(
 
     after_end = add_months(end_date, 1)
     effectif_mois = sources.effectif_known(tables["urssaf_effectif"]).selectExpr(
-        "siren",
+        COMPANY,
         # Records known after end only extend the grid to end (an undated one stays undated).
         f"CASE WHEN periode > DATE'{after_end}' THEN DATE'{after_end}' ELSE periode END AS periode",
         f"effectif AS {EFFECTIF_MONTH}",
@@ -334,25 +336,25 @@ def company_months(
     )
     stack = [
         effectif_mois,
-        *(frame.where(recent).select("siren", "periode", column) for column, frame in flows.items()),
+        *(frame.where(recent).select(COMPANY, "periode", column) for column, frame in flows.items()),
         *(
             frame.selectExpr(
-                "siren", "periode", f"true AS {_state_known(name)}",
+                COMPANY, "periode", f"true AS {_state_known(name)}",
                 *(f"{sqltext.name(c)} AS {sqltext.name(_state_value(name, c))}" for c in STATE_COLUMNS[name]),
             )
             for name, frame in states.items()
         ),
     ]
     stacked = functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), stack)
-    values = [c for c in stacked.columns if c not in KEY]
-    # Every frame of the stack is still partitioned by siren (the union keeps it): grouping by
-    # (siren, month) and the windows need no other shuffle. Each source has at most one row per
-    # (siren, month), so max() only merges the sources' rows. Periodes are month starts.
+    values = [c for c in stacked.columns if c not in (COMPANY, "periode")]
+    # Every frame of the stack is still partitioned by company (the union keeps it): grouping by
+    # (company, month) and the windows need no other shuffle. Each source has at most one row per
+    # (company, month), so max() only merges the sources' rows. Periodes are month starts.
     months = (
         # A row without siren belongs to no company; one without periode (an undated record)
         # is never known (the comparison is null).
-        stacked.where(F.col("siren").isNotNull() & (F.col("periode") <= F.lit(after_end)))
-        .groupBy("siren", month_index("periode").alias(MONTH))
+        stacked.where(F.col(COMPANY).isNotNull() & (F.col("periode") <= F.lit(after_end)))
+        .groupBy(COMPANY, month_index("periode").alias(MONTH))
         .agg(*(F.expr(f"max({sqltext.name(c)}) AS {sqltext.name(c)}") for c in values))
     )
     absent_flows = [c for c in FLOW_COLUMNS if c not in flows]
@@ -426,15 +428,15 @@ def build_panel(
         WindowOp("dette_sur_cotisation_mean12m", "ratio", sources=debts, denominator=COTISATION_MEAN12M),
         *aggregations,
     ]
-    creation = legal.select("siren", F.col("date_creation").alias(DATE_CREATION))
-    panel = panel.join(F.broadcast(creation), "siren", "left").sortWithinPartitions("siren", MONTH)
+    creation = legal.select(COMPANY, F.col("date_creation").alias(DATE_CREATION))
+    panel = panel.join(F.broadcast(creation), COMPANY, "left").sortWithinPartitions(COMPANY, MONTH)
     # The headcount part of the scope rule is applied in the kernel: fewer rows come back.
     panel = apply_windows(
         panel, ops, grid=company_grid(grid_start, start_date, end_date, per_company=(DATE_CREATION,)),
         require=HEADCOUNT_SCOPE,
     )
     for frame in static:
-        panel = panel.join(F.broadcast(frame), "siren", "left")
+        panel = panel.join(F.broadcast(frame), COMPANY, "left")
     siege_actif = (
         F.col("siege_historique").isNull() | F.coalesce(F.col("siege_actif_etat") == 1.0, F.lit(False))
         if history else F.lit(True)
@@ -446,7 +448,7 @@ def build_panel(
     indicators = [
         f"CAST({sqltext.name(v)} IS NULL AS INT) AS {sqltext.name(v + '_manquant')}" for v in BASE_FEATURES
     ]
-    panel = panel.withColumn("siren", sources.siren_text(F.col("siren")))
+    panel = panel.withColumn("siren", sources.siren_text(F.col(COMPANY)))
     return panel.selectExpr(
         *KEY,
         *METADATA_COLUMNS,

@@ -1,8 +1,9 @@
-"""One function per raw table: typed contract table -> siren x periode frame.
+"""One function per raw table: typed contract table -> company x periode frame.
 
-Every frame returned here is keyed by ``siren``, the :func:`company_number` of the siren. The
-monthly ones are keyed by (``siren``, ``periode``), where ``periode`` is the first month start at
-which the values are *known* under the point-in-time rule of the contract:
+Every frame returned here is keyed by ``company`` (:data:`sf_ml.contract.COMPANY`), the
+:func:`company_number` of the siren. The monthly ones are keyed by (``company``, ``periode``),
+where ``periode`` is the first month start at which the values are *known* under the
+point-in-time rule of the contract:
 
 * a monthly record of month M (``urssaf_effectif``, ``urssaf_cotisation`` spread over its
   months, ``ap_consommation``) is known from ``periode`` M + 1 month;
@@ -21,7 +22,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sf_ml import sqltext
-from sf_ml.contract import DGFIP_AMOUNT_COLUMNS, FAILURE_NATURES
+from sf_ml.contract import COMPANY, DGFIP_AMOUNT_COLUMNS, FAILURE_NATURES
 from sf_ml.reference import DEPARTMENT_REGION, DIVISION_SECTION
 
 DEBT_COLUMNS = ("dette_sociale_ouvriere", "dette_sociale_patronale")
@@ -66,7 +67,7 @@ def known_from(date: Column) -> Column:
 
 
 def company_number(siren: Column) -> Column:
-    """A padded siren as a number: the key of the monthly frames.
+    """A padded siren as a number: the ``company`` key of the frames built here.
 
     Validated sirens are 9 digits, so the number stands for exactly one siren; as a 64-bit key
     it is hashed, compared and sorted several times faster than the text.
@@ -103,10 +104,10 @@ def effectif_known(urssaf_effectif: DataFrame) -> DataFrame:
         urssaf_effectif: Typed ``urssaf_effectif`` table.
 
     Returns:
-        ``siren, periode, effectif`` (a state: carried forward between records).
+        ``company, periode, effectif`` (a state: carried forward between records).
     """
     return urssaf_effectif.select(
-        company_number(F.col("siren")).alias("siren"),
+        company_number(F.col("siren")).alias(COMPANY),
         F.add_months(F.trunc("periode", "month"), 1).alias("periode"),
         F.col("effectif").cast("double").alias("effectif"),
     )
@@ -122,7 +123,7 @@ def cotisation_monthly(urssaf_cotisation: DataFrame) -> DataFrame:
         urssaf_cotisation: Typed ``urssaf_cotisation`` table.
 
     Returns:
-        ``siren, periode, cotisation`` where ``cotisation`` is the amount due for the month
+        ``company, periode, cotisation`` where ``cotisation`` is the amount due for the month
         before ``periode`` (a flow).
     """
     first = F.trunc("periode_debut", "month")
@@ -131,19 +132,19 @@ def cotisation_monthly(urssaf_cotisation: DataFrame) -> DataFrame:
     )
     spread = (
         urssaf_cotisation.select(
-            siren_of(F.col("siret")).alias("siren"),
+            siren_of(F.col("siret")).alias(COMPANY),
             first.alias("first_month"),
             n_months.alias("n_months"),
             F.col("du"),
         )
         .withColumn("offset", F.explode(F.sequence(F.lit(0), F.col("n_months") - 1)))
         .select(
-            "siren",
+            COMPANY,
             F.add_months(F.add_months("first_month", F.col("offset")), 1).alias("periode"),
             (F.col("du") / F.col("n_months")).alias("cotisation"),
         )
     )
-    return spread.groupBy("siren", "periode").agg(F.sum("cotisation").alias("cotisation"))
+    return spread.groupBy(COMPANY, "periode").agg(F.sum("cotisation").alias("cotisation"))
 
 
 def debt_outstanding(urssaf_debit: DataFrame) -> DataFrame:
@@ -159,11 +160,11 @@ def debt_outstanding(urssaf_debit: DataFrame) -> DataFrame:
         urssaf_debit: Typed ``urssaf_debit`` table.
 
     Returns:
-        ``siren, periode, dette_sociale_ouvriere, dette_sociale_patronale`` (a state).
+        ``company, periode, dette_sociale_ouvriere, dette_sociale_patronale`` (a state).
     """
-    debt_key = ["siren", "numero_compte", "numero_ecart_negatif", "periode_debut"]
+    debt_key = [COMPANY, "numero_compte", "numero_ecart_negatif", "periode_debut"]
     versions = urssaf_debit.select(
-        siren_of(F.col("siret")).alias("siren"),
+        siren_of(F.col("siret")).alias(COMPANY),
         "numero_compte",
         "numero_ecart_negatif",
         "periode_debut",
@@ -179,7 +180,7 @@ def debt_outstanding(urssaf_debit: DataFrame) -> DataFrame:
         "version", F.max("version").over(by_debt.rowsBetween(Window.unboundedPreceding, 0))
     )
     changes = in_force.select(
-        "siren",
+        COMPANY,
         "periode",
         *(
             (
@@ -189,13 +190,13 @@ def debt_outstanding(urssaf_debit: DataFrame) -> DataFrame:
             for c in DEBT_COLUMNS
         ),
     )
-    by_siren = Window.partitionBy("siren").orderBy("periode").rowsBetween(Window.unboundedPreceding, 0)
-    monthly = changes.groupBy("siren", "periode").agg(*(F.sum(c).alias(c) for c in DEBT_COLUMNS))
+    by_company = Window.partitionBy(COMPANY).orderBy("periode").rowsBetween(Window.unboundedPreceding, 0)
+    monthly = changes.groupBy(COMPANY, "periode").agg(*(F.sum(c).alias(c) for c in DEBT_COLUMNS))
     # Rounding keeps settled debts at exactly 0 despite floating-point cancellation.
     return monthly.select(
-        "siren",
+        COMPANY,
         "periode",
-        *(F.greatest(F.round(F.sum(c).over(by_siren), 2), F.lit(0.0)).alias(c) for c in DEBT_COLUMNS),
+        *(F.greatest(F.round(F.sum(c).over(by_company), 2), F.lit(0.0)).alias(c) for c in DEBT_COLUMNS),
     )
 
 
@@ -206,10 +207,10 @@ def ap_consommation_monthly(ap_consommation: DataFrame) -> DataFrame:
         ap_consommation: Typed ``ap_consommation`` table.
 
     Returns:
-        ``siren, periode, ap_heures_consommees``: hours of the month before ``periode`` (a flow).
+        ``company, periode, ap_heures_consommees``: hours of the month before ``periode`` (a flow).
     """
     return ap_consommation.groupBy(
-        siren_of(F.col("siret")).alias("siren"),
+        siren_of(F.col("siret")).alias(COMPANY),
         F.add_months(F.trunc("periode", "month"), 1).alias("periode"),
     ).agg(F.sum("heures").alias("ap_heures_consommees"))
 
@@ -225,14 +226,14 @@ def ap_autorisation_monthly(ap_demande: DataFrame) -> DataFrame:
         ap_demande: Typed ``ap_demande`` table.
 
     Returns:
-        ``siren, periode, ap_heures_autorisees`` (a flow).
+        ``company, periode, ap_heures_autorisees`` (a flow).
     """
     requests = ap_demande.where(
         (F.col("motif_recours_se") < 6)
         & F.col("date_debut").isNotNull()
         & (F.col("date_fin") >= F.col("date_debut"))
     ).select(
-        siren_of(F.col("siret")).alias("siren"),
+        siren_of(F.col("siret")).alias(COMPANY),
         "date_debut",
         "date_fin",
         "hta",
@@ -252,12 +253,12 @@ def ap_autorisation_monthly(ap_demande: DataFrame) -> DataFrame:
         + 1
     )
     shares = months.select(
-        "siren",
+        COMPANY,
         F.add_months("month", 1).alias("periode"),
         "decided_from",
         (F.col("hta") * overlap / F.col("n_days")).alias("ap_heures_autorisees"),
     ).where(F.col("decided_from") <= F.col("periode"))
-    return shares.groupBy("siren", "periode").agg(F.sum("ap_heures_autorisees").alias("ap_heures_autorisees"))
+    return shares.groupBy(COMPANY, "periode").agg(F.sum("ap_heures_autorisees").alias("ap_heures_autorisees"))
 
 
 def paydex_latest(altares_paydex: DataFrame) -> DataFrame:
@@ -267,10 +268,10 @@ def paydex_latest(altares_paydex: DataFrame) -> DataFrame:
         altares_paydex: Typed ``altares_paydex`` table.
 
     Returns:
-        ``siren, periode, paydex, fpi_30, fpi_90`` with ``fpi_*`` as fractions (a state).
+        ``company, periode, paydex, fpi_30, fpi_90`` with ``fpi_*`` as fractions (a state).
     """
     measures = altares_paydex.select(
-        company_number(F.col("siren")).alias("siren"),
+        company_number(F.col("siren")).alias(COMPANY),
         known_from(F.col("date_valeur")).alias("periode"),
         F.struct(
             F.col("date_valeur"),
@@ -279,8 +280,8 @@ def paydex_latest(altares_paydex: DataFrame) -> DataFrame:
             (F.col("fpi_90") / 100.0).alias("fpi_90"),
         ).alias("measure"),
     )
-    latest = measures.groupBy("siren", "periode").agg(F.max("measure").alias("measure"))
-    return latest.select("siren", "periode", *(F.col(f"measure.{c}").alias(c) for c in PAYDEX_COLUMNS))
+    latest = measures.groupBy(COMPANY, "periode").agg(F.max("measure").alias("measure"))
+    return latest.select(COMPANY, "periode", *(F.col(f"measure.{c}").alias(c) for c in PAYDEX_COLUMNS))
 
 
 def financial_ratios(dgfip_bilans: DataFrame) -> DataFrame:
@@ -321,10 +322,10 @@ def financial_latest(dgfip_bilans: DataFrame) -> DataFrame:
         dgfip_bilans: Typed ``dgfip_bilans`` table.
 
     Returns:
-        ``siren, periode, date_fin_exercice`` and the ratio columns (a state).
+        ``company, periode, date_fin_exercice`` and the ratio columns (a state).
     """
     declarations = financial_ratios(dgfip_bilans).select(
-        company_number(F.col("siren")).alias("siren"),
+        company_number(F.col("siren")).alias(COMPANY),
         "date_debut_exercice",
         "date_fin_exercice",
         known_from(F.col("date_depot")).alias("periode"),
@@ -335,7 +336,7 @@ def financial_latest(dgfip_bilans: DataFrame) -> DataFrame:
             *(F.col(c) for c in FINANCIAL_COLUMNS),
         ).alias("declaration"),
     )
-    fiscal_year = ["siren", "date_debut_exercice", "date_fin_exercice"]
+    fiscal_year = [COMPANY, "date_debut_exercice", "date_fin_exercice"]
     per_month = declarations.groupBy(*fiscal_year, "periode").agg(F.min("declaration").alias("declaration"))
     best_so_far = per_month.withColumn(
         "declaration",
@@ -350,12 +351,12 @@ def financial_latest(dgfip_bilans: DataFrame) -> DataFrame:
     in_force = best_so_far.withColumn(
         "statement",
         F.max(candidate).over(
-            Window.partitionBy("siren").orderBy("periode").rowsBetween(Window.unboundedPreceding, 0)
+            Window.partitionBy(COMPANY).orderBy("periode").rowsBetween(Window.unboundedPreceding, 0)
         ),
     )
-    latest = in_force.groupBy("siren", "periode").agg(F.max("statement").alias("statement"))
+    latest = in_force.groupBy(COMPANY, "periode").agg(F.max("statement").alias("statement"))
     return latest.select(
-        "siren",
+        COMPANY,
         "periode",
         F.col("statement.date_fin_exercice").alias("date_fin_exercice"),
         *(F.col(f"statement.declaration.{c}").alias(c) for c in FINANCIAL_COLUMNS),
@@ -369,11 +370,11 @@ def failure_dates(procedures_collectives: DataFrame) -> DataFrame:
         procedures_collectives: Typed ``procedures_collectives`` table.
 
     Returns:
-        ``siren`` (:func:`company_number`), ``date_defaillance``.
+        ``company`` (:func:`company_number`), ``date_defaillance``.
     """
     return (
         procedures_collectives.where(F.trim("nature_jugement").isin(*FAILURE_NATURES))
-        .groupBy(company_number(F.col("siren")).alias("siren"))
+        .groupBy(company_number(F.col("siren")).alias(COMPANY))
         .agg(F.min("date_jugement").alias("date_defaillance"))
     )
 
@@ -390,7 +391,7 @@ def head_offices(sirene_etablissements: DataFrame) -> DataFrame:
             siren, as validated).
 
     Returns:
-        ``siren`` (:func:`company_number`), ``siret_siege, code_naf, naf_division, naf_section,
+        ``company`` (:func:`company_number`), ``siret_siege, code_naf, naf_division, naf_section,
         departement, region``.
     """
     commune = F.upper(F.trim("codeCommuneEtablissement"))
@@ -400,7 +401,7 @@ def head_offices(sirene_etablissements: DataFrame) -> DataFrame:
     naf = F.upper(F.trim("activitePrincipaleEtablissement"))
     division = F.substring(F.regexp_replace(naf, r"[^0-9]", ""), 1, 2)
     return sirene_etablissements.where(F.col("etablissementSiege")).select(
-        company_number(F.col("siren")).alias("siren"),
+        company_number(F.col("siren")).alias(COMPANY),
         F.col("siret").alias("siret_siege"),
         naf.alias("code_naf"),
         division.alias("naf_division"),
@@ -417,10 +418,10 @@ def legal_units(sirene_unites_legales: DataFrame) -> DataFrame:
         sirene_unites_legales: Typed ``sirene_unites_legales`` table.
 
     Returns:
-        ``siren`` (:func:`company_number`), ``categorie_juridique, date_creation``.
+        ``company`` (:func:`company_number`), ``categorie_juridique, date_creation``.
     """
     return sirene_unites_legales.select(
-        company_number(F.col("siren")).alias("siren"),
+        company_number(F.col("siren")).alias(COMPANY),
         F.trim("categorieJuridiqueUniteLegale").alias("categorie_juridique"),
         F.col("dateCreationUniteLegale").alias("date_creation"),
     )
@@ -429,12 +430,12 @@ def legal_units(sirene_unites_legales: DataFrame) -> DataFrame:
 def _head_office_periods(sirene_etablissements_historique: DataFrame, offices: DataFrame) -> DataFrame:
     """The history periods of head offices, with the siren (:func:`company_number`) of their siret.
 
-    The siren is computed on this table's rows, so the result keeps their partitioning by siren;
+    The company is computed on this table's rows, so the result keeps their partitioning by it;
     the head offices are few enough to be broadcast.
     """
     sirets = F.broadcast(offices.select(F.col("siret_siege").alias("siret")))
     return sirene_etablissements_historique.join(sirets, "siret", "left_semi").withColumn(
-        "siren", siren_of(F.col("siret"))
+        COMPANY, siren_of(F.col("siret"))
     )
 
 
@@ -446,10 +447,10 @@ def head_office_history(sirene_etablissements_historique: DataFrame, offices: Da
         offices: Output of :func:`head_offices`.
 
     Returns:
-        ``siren`` (:func:`company_number`), ``siege_historique`` (true), one row per company.
+        ``company`` (:func:`company_number`), ``siege_historique`` (true), one row per company.
     """
     periods = _head_office_periods(sirene_etablissements_historique, offices)
-    return periods.groupBy("siren").agg(F.lit(True).alias("siege_historique"))
+    return periods.groupBy(COMPANY).agg(F.lit(True).alias("siege_historique"))
 
 
 def _month_ceiling(date: Column) -> Column:
@@ -470,12 +471,12 @@ def head_office_events(sirene_etablissements_historique: DataFrame, offices: Dat
         offices: Output of :func:`head_offices`.
 
     Returns:
-        ``siren, periode, siege_actif_etat`` (a state: ``true`` active, ``false`` closed or no
+        ``company, periode, siege_actif_etat`` (a state: ``true`` active, ``false`` closed or no
         period covering the periode).
     """
     periods = _head_office_periods(sirene_etablissements_historique, offices).where(F.col("dateDebut").isNotNull())
     starts = periods.select(
-        "siren",
+        COMPANY,
         _month_ceiling(F.col("dateDebut")).alias("periode"),
         F.struct(
             F.col("dateDebut").alias("event_date"), F.lit(1).alias("is_start"),
@@ -483,11 +484,11 @@ def head_office_events(sirene_etablissements_historique: DataFrame, offices: Dat
         ).alias("event"),
     )
     ends = periods.where(F.col("dateFin").isNotNull()).select(
-        "siren",
+        COMPANY,
         _month_ceiling(F.col("dateFin")).alias("periode"),
         F.struct(F.col("dateFin").alias("event_date"), F.lit(0).alias("is_start"), F.lit(False).alias("active")).alias(
             "event"
         ),
     )
-    latest = starts.unionByName(ends).groupBy("siren", "periode").agg(F.max("event").alias("event"))
-    return latest.select("siren", "periode", F.col("event.active").alias("siege_actif_etat"))
+    latest = starts.unionByName(ends).groupBy(COMPANY, "periode").agg(F.max("event").alias("event"))
+    return latest.select(COMPANY, "periode", F.col("event.active").alias("siege_actif_etat"))

@@ -3,7 +3,7 @@
 Spark's window operator evaluates every frame row by row through generic projections; on the
 panel (a few dozen frames over every company-month) it was most of the build time. Here the same
 windows run as NumPy array operations over a whole partition at once, inside ``mapInArrow``:
-rows sorted by (siren, month) get a strictly increasing key ``company * 2**20 + month``, so
+rows sorted by (company, month) get a strictly increasing key ``company * 2**20 + month``, so
 "the row of the same company exactly d months earlier" is one ``searchsorted`` for all rows.
 Everything is linear in the rows (times the window length, at most a few dozen), and memory is
 bounded: a partition is processed in chunks of whole companies.
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from sf_ml.contract import COMPANY
 
 # Rolling kinds over the last `months` months, evaluated by _rolling.
 ROLLING_KINDS = ("count", "max", "min", "mean", "std", "slope", "months_positive", "since_increase",
@@ -100,7 +102,7 @@ class MonthlyGrid:
     ``marker`` month plus ``last_offset``, clipped to ``[low, high]``; a company without marker
     rows has none. Grid months without a row are inserted with every input column null. Only
     grid rows from ``keep_from`` on are returned, with a ``periode`` column (the month start).
-    Inserted rows take ``siren`` and the ``per_company`` columns from the company's first row.
+    Inserted rows take ``company`` and the ``per_company`` columns from the company's first row.
 
     Args:
         marker: Boolean column of the rows that define the grid's bounds.
@@ -210,7 +212,7 @@ def monthly_windows(
     n = len(month)
     key = _key(company, month)
     if n > 1 and not (np.diff(key) > 0).all():
-        raise ValueError("rows must be sorted by (siren, month) with one row per company and month")
+        raise ValueError("rows must be sorted by (company, month) with one row per company and month")
     starts = _company_starts(company)
     group_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0)) if n else np.zeros(0, np.int64)
     offsets = _Offsets(key)
@@ -328,13 +330,13 @@ def arrow_partition_windows(
     grid: MonthlyGrid | None = None,
     require: dict[str, float] | None = None,
 ) -> Iterator:
-    """``mapInArrow`` body: the rows of one partition (sorted by siren, month) with ``ops`` added.
+    """``mapInArrow`` body: the rows of one partition (sorted by company, month) with ``ops`` added.
 
     Rows are gathered into chunks of whole companies (a company's rows never span two chunks),
     each evaluated by :func:`monthly_windows`.
 
     Args:
-        batches: Arrow record batches of the partition, with ``siren``, ``month`` and the inputs.
+        batches: Arrow record batches of the partition, with ``company``, ``month`` and the inputs.
         ops: Operations to evaluate.
         keep: Boolean column: only rows where it is true are returned (None: all rows).
         drop: Input columns left out of the result.
@@ -373,10 +375,10 @@ def _last_company_start(table) -> int:
     """Row index where the table's last company starts."""
     import pyarrow.compute as pc
 
-    siren = table.column("siren")
-    last = siren[len(siren) - 1]
-    # Rows are sorted by siren: the last company's rows are those equal to the last value.
-    return len(siren) - pc.sum(pc.equal(siren, last)).as_py()
+    keys = table.column(COMPANY)
+    last = keys[len(keys) - 1]
+    # Rows are sorted by company: the last company's rows are those equal to the last value.
+    return len(keys) - pc.sum(pc.equal(keys, last)).as_py()
 
 
 def _as_numbers(column):
@@ -392,7 +394,7 @@ def _as_numbers(column):
 
 
 def _with_grid(table, company: np.ndarray, month: np.ndarray, grid: MonthlyGrid):
-    """``table`` with the grid's missing months inserted (month, siren and the per-company
+    """``table`` with the grid's missing months inserted (month, company and the per-company
     columns filled, other columns null); and the company number, month index and in-grid flag of
     its rows."""
     import pyarrow as pa
@@ -404,7 +406,7 @@ def _with_grid(table, company: np.ndarray, month: np.ndarray, grid: MonthlyGrid)
     company, month = _split_key(key)
     rows = table.take(pa.array(source, mask=source < 0))
     company_row = pa.array(first_row[company])
-    for name in ("siren", *grid.per_company):
+    for name in (COMPANY, *grid.per_company):
         position = rows.column_names.index(name)
         rows = rows.set_column(position, rows.schema.field(name), table.column(name).take(company_row))
     month_field = rows.schema.field("month")
@@ -419,9 +421,9 @@ def _evaluate_chunk(
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    siren = table.column("siren").combine_chunks()
-    n = len(siren)
-    changes = pc.not_equal(siren.slice(1), siren.slice(0, n - 1)).to_numpy(zero_copy_only=False) if n > 1 else []
+    keys = table.column(COMPANY).combine_chunks()
+    n = len(keys)
+    changes = pc.not_equal(keys.slice(1), keys.slice(0, n - 1)).to_numpy(zero_copy_only=False) if n > 1 else []
     company = np.r_[0, np.cumsum(changes)].astype(np.int64) if n else np.zeros(0, np.int64)
     month = table.column("month").to_numpy().astype(np.int64)
     mask = None

@@ -162,7 +162,7 @@ def test_failure_date_is_first_failure_judgment(spark):
         dict(siren="987654321", date_jugement="2021-01-01", nature_jugement="A"),
     ])
     rows = sources.failure_dates(judgments).collect()
-    assert [(r.siren, r.date_defaillance) for r in rows] == [(123456789, D("2020-03-10"))]
+    assert [(r.company, r.date_defaillance) for r in rows] == [(123456789, D("2020-03-10"))]
 
 
 def test_head_office_region_section_and_overseas(spark):
@@ -178,11 +178,11 @@ def test_head_office_region_section_and_overseas(spark):
         dict(siren="123456789", categorieJuridiqueUniteLegale="5710", dateCreationUniteLegale="2001-02-03"),
         dict(siren="111111111", categorieJuridiqueUniteLegale="7210", dateCreationUniteLegale="1990-01-01"),
     ])
-    rows = {r.siren: r for r in sources.head_offices(etab).collect()}
+    rows = {r.company: r for r in sources.head_offices(etab).collect()}
     assert set(rows) == {123456789, 111111111}  # one row per company: its head office
     assert rows[123456789].siret_siege == "12345678900011"
     assert (rows[123456789].departement, rows[123456789].region) == ("971", "Guadeloupe")
     assert (rows[123456789].naf_division, rows[123456789].naf_section) == ("62", "J")
     assert (rows[111111111].region, rows[111111111].naf_section) == ("Corse", "O")
-    legal = {r.siren: r for r in sources.legal_units(ul).collect()}
+    legal = {r.company: r for r in sources.legal_units(ul).collect()}
     assert (legal[123456789].categorie_juridique, legal[123456789].date_creation) == ("5710", D("2001-02-03"))

@@ -120,7 +120,7 @@ def test_arrow_chunks_never_split_a_company(monkeypatch):
     x = rng.normal(size=n)
     x[rng.random(n) < 0.2] = np.nan
     table = pa.table({
-        "siren": sirens, "month": pa.array(months, pa.int32()), "x": pa.array(x, from_pandas=True),
+        "company": sirens, "month": pa.array(months, pa.int32()), "x": pa.array(x, from_pandas=True),
         "__keep": rng.random(n) < 0.7, "__hidden": np.ones(n),
     })
     ops = [WindowOp("x_lag2m", "lag", "x", 2), WindowOp("x_mean3m", "mean", "x", 3), WindowOp("n", "count", "x", 6)]
@@ -132,7 +132,7 @@ def test_arrow_chunks_never_split_a_company(monkeypatch):
     whole = collect()
     monkeypatch.setattr(windows, "CHUNK_ROWS", 10)
     chunked = collect()
-    assert whole.column_names == ["siren", "month", "x", "x_lag2m", "x_mean3m", "n"]
+    assert whole.column_names == ["company", "month", "x", "x_lag2m", "x_mean3m", "n"]
     assert whole.num_rows == int(table.column("__keep").to_numpy(zero_copy_only=False).sum())
     assert chunked.equals(whole)
     expected = monthly_windows(
@@ -159,10 +159,10 @@ def test_grid_inserts_the_missing_months_between_the_marker_bounds():
     ]
 
 
-def test_arrow_grid_fills_siren_periode_and_per_company_columns_and_applies_require():
+def test_arrow_grid_fills_company_periode_and_per_company_columns_and_applies_require():
     # One company: headcount records known at 24240 (2020-01) and 24242, a flow at 24238.
     table = pa.table({
-        "siren": ["000000001"] * 3,
+        "company": ["000000001"] * 3,
         "month": pa.array([24238, 24240, 24242], pa.int32()),
         "__marker": [None, True, True],
         "__created": pa.array([17532] * 3, pa.date32()),  # 2018-01-01, on every row of the company
@@ -177,7 +177,7 @@ def test_arrow_grid_fills_siren_periode_and_per_company_columns_and_applies_requ
     # 24241 (inserted, x of 24240 in its 2-month window), 24242 (record), 24243 (inserted, 24242
     # in window); 24240 is before keep_from, 24238 out of the grid.
     assert out.column("month").to_pylist() == [24241, 24242, 24243]
-    assert out.column("siren").to_pylist() == ["000000001"] * 3
+    assert out.column("company").to_pylist() == ["000000001"] * 3
     assert [str(d) for d in out.column("periode").to_pylist()] == ["2020-02-01", "2020-03-01", "2020-04-01"]
     assert out.column("x").to_pylist() == [None, 3.0, None]
     assert out.column("n").to_pylist() == [1, 1, 1]
