@@ -511,31 +511,35 @@ def _simulate_chunk(rng, sirens, cal, macro, counters, settings=GENERATOR_SETTIN
                     truth=None):
     """Simulate a chunk of companies and yield ``(table name, arrow table)`` pairs.
 
-    With ``truth`` (a ``(_TruthRequest, random generator)`` pair), one ``_TRUTH_NAME`` table
-    is also yielded; it draws only from its own generator.
+    The company record is built by typed stages, each from the outputs of the ones before:
+    :func:`_companies` -> :func:`_health` -> :func:`_failures` -> :func:`_headcount`, gathered in
+    a :class:`_Chunk` that the table writers read. With ``truth`` (a ``(_TruthRequest, random
+    generator)`` pair), one ``_TRUTH_NAME`` table is also yielded; it draws only from its own
+    generator.
     """
-    co = _companies(rng, sirens, cal)
-    _health(rng, co, cal, macro)
+    companies = _companies(rng, sirens, cal)
+    health = _health(rng, companies, cal, macro)
     macro = macro.window(_BURN_IN)
-    judgments = _failures(rng, co, cal, macro)
+    fates, health, judgments = _failures(rng, companies, health, cal, macro)
     if truth is not None:
-        yield _TRUTH_NAME, _truth_table(truth[1], co, cal, truth[0])
-    eff = _effectif(rng, co, cal, macro)
-    et = _establishments(rng, co, cal, counters)
+        yield _TRUTH_NAME, _truth_table(truth[1], companies, health, fates, cal, truth[0])
+    headcount = _headcount(rng, companies, health, fates, cal, macro)
+    chunk = _Chunk(companies, health, fates, headcount)
+    et = _establishments(rng, chunk, cal, counters)
 
     siren_dict = _id_strings(sirens, 9)
     siret_dict = _id_strings(et.siret, 14)
-    yield from _sirene_tables(rng, co, et, cal, siren_dict, siret_dict)
+    yield from _sirene_tables(rng, chunk, et, cal, siren_dict, siret_dict)
 
-    rows, cols = np.nonzero(eff >= 0)
+    rows, cols = np.nonzero(headcount.recorded >= 0)
     yield "urssaf_effectif", _table("urssaf_effectif", {
         "siren": _ids(rng, siren_dict, rows, _STRIPPED_ID_SHARE["urssaf_effectif"]),
-        "periode": cal.first_day(cols), "effectif": eff[rows, cols],
+        "periode": cal.first_day(cols), "effectif": headcount.recorded[rows, cols],
     })
-    yield from _urssaf_tables(rng, co, et, cal, macro, siret_dict, settings)
-    yield from _ap_tables(rng, co, et, cal, macro, siret_dict, counters)
-    yield "dgfip_bilans", _bilans(rng, co, cal, macro, siren_dict, settings)
-    yield "altares_paydex", _paydex(rng, co, cal, siren_dict)
+    yield from _urssaf_tables(rng, chunk, et, cal, macro, siret_dict, settings)
+    yield from _ap_tables(rng, chunk, et, cal, macro, siret_dict, counters)
+    yield "dgfip_bilans", _bilans(rng, chunk, cal, macro, siren_dict, settings)
+    yield "altares_paydex", _paydex(rng, chunk, cal, siren_dict)
 
     ci, dates, natures = judgments
     yield "procedures_collectives", _table("procedures_collectives", {
@@ -544,16 +548,94 @@ def _simulate_chunk(rng, sirens, cal, macro, counters, settings=GENERATOR_SETTIN
     })
 
 
-class _Co:
-    """Arrays describing the companies of a chunk (one entry per company, or company x month)."""
+@dataclass(frozen=True)
+class _Companies:
+    """Static attributes of a chunk's companies (one entry per company).
+
+    Attributes:
+        siren: Siren numbers (int). naf / group: NAF code and sector group index. public: Public
+        body. size: Typical headcount. category: Legal category. creation: Creation day;
+        creation_m its window month; birth: first window month the company exists.
+    """
+
+    siren: np.ndarray
+    naf: np.ndarray
+    group: np.ndarray
+    public: np.ndarray
+    size: np.ndarray
+    category: np.ndarray
+    creation: np.ndarray
+    creation_m: np.ndarray
+    birth: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.siren)
 
 
-def _companies(rng, sirens, cal) -> _Co:
+@dataclass(frozen=True)
+class _Health:
+    """Latent monthly health (company x window month).
+
+    Attributes:
+        beta: Macro sensitivity. parts: Components of the structural paths from the burn-in on
+        (see :func:`_health_paths`), which the truth continues. h: Structural health. sustained:
+        Its moving average, which the failure hazard sees. h_obs: Observed health (adds the crisis).
+    """
+
+    beta: np.ndarray
+    parts: dict
+    h: np.ndarray
+    sustained: np.ndarray
+    h_obs: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Fates:
+    """How each company's life ends in the window (months are window indexes; ``cal.n`` = never).
+
+    Attributes:
+        fail_m / failed / fail_date: Month, flag and day of the first failure judgment.
+        closure_m: Month of a voluntary closure drawn. closed_voluntarily: Closed without failing.
+        exit: First month the company no longer exists. alive: Company x month existence.
+        plan_date: Day of a continuation plan (survivors restructure). post_failure: Headcount
+        factor after the failure. old_proceeding: Survived proceedings before the window.
+    """
+
+    fail_m: np.ndarray
+    failed: np.ndarray
+    fail_date: np.ndarray
+    closure_m: np.ndarray
+    closed_voluntarily: np.ndarray
+    exit: np.ndarray
+    alive: np.ndarray
+    plan_date: np.ndarray
+    post_failure: np.ndarray
+    old_proceeding: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Headcount:
+    """Monthly headcount (company x month): ``eff`` the true one (0 when not alive), ``recorded``
+    the rows written to ``urssaf_effectif`` (-1 where none is: not alive, or a gap)."""
+
+    eff: np.ndarray
+    recorded: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """The company record of a chunk: every stage's output, as the table writers read it."""
+
+    companies: _Companies
+    health: _Health
+    fates: _Fates
+    headcount: _Headcount
+
+
+def _companies(rng, sirens, cal) -> _Companies:
     """Static company attributes: sector, size, legal category, creation date."""
     n = len(sirens)
-    co = _Co()
-    co.n = n
-    co.siren = sirens
     kind = rng.random(n)
     public = kind < _PUBLIC_SHARE
     education = (kind >= _PUBLIC_SHARE) & (kind < _PUBLIC_SHARE + _EDUCATION_SHARE)
@@ -564,34 +646,31 @@ def _companies(rng, sirens, cal) -> _Co:
         allowed = np.flatnonzero(_NAF_GROUP == _GROUP_ID[group])
         naf_idx[mask] = rng.choice(allowed, size=mask.sum(),
                                    p=_NAF_WEIGHT[allowed] / _NAF_WEIGHT[allowed].sum())
-    co.naf = _NAF_CODES[naf_idx]
-    co.group = _NAF_GROUP[naf_idx]
-    co.public = public
 
     # Typical headcount: micro (< 10, mostly out of scope), small, medium and large firms.
     size_class = rng.choice(4, size=n, p=[0.30, 0.45, 0.19, 0.06])
     lo = np.array([1.0, 10.0, 50.0, 250.0])[size_class]
     hi = np.array([10.5, 50.0, 250.0, 3000.0])[size_class]
-    co.size = np.exp(rng.uniform(np.log(lo), np.log(hi)))
+    size = np.exp(rng.uniform(np.log(lo), np.log(hi)))
 
     category = _choice(rng, _PRIVATE_CATEGORIES, _PRIVATE_CATEGORIES.values(), n)
     category[education] = _choice(rng, _EDUCATION_CATEGORIES, _EDUCATION_CATEGORIES.values(),
                                   education.sum())
     category[public] = _choice(rng, _PUBLIC_CATEGORIES, _PUBLIC_CATEGORIES.values(), public.sum())
-    sole_trader_too_big = (category == "1000") & (co.size >= 20)
+    sole_trader_too_big = (category == "1000") & (size >= 20)
     category[sole_trader_too_big] = "5499"
-    co.category = category
 
     start_day = cal.first_day(0)
     old = rng.random(n) < 0.7
     oldest = (start_day - np.datetime64("1950-01-01")).astype(int)
     age_days = np.minimum(rng.exponential(12 * 365.25, n), oldest)
     span = (cal.end - start_day).astype(int) - 180
-    co.creation = np.where(old, start_day - 1 - age_days.astype(np.int64),
+    creation = np.where(old, start_day - 1 - age_days.astype(np.int64),
                            start_day + (rng.random(n) * max(span, 1)).astype(np.int64))
-    co.creation_m = cal.month_of(co.creation)
-    co.birth = np.maximum(co.creation_m + 1, 0)
-    return co
+    creation_m = cal.month_of(creation)
+    return _Companies(siren=sirens, naf=_NAF_CODES[naf_idx], group=_NAF_GROUP[naf_idx], public=public,
+                      size=size, category=category, creation=creation, creation_m=creation_m,
+                      birth=np.maximum(creation_m + 1, 0))
 
 
 def _episode_depth(t, duration, slope):
@@ -636,12 +715,13 @@ def _health_paths(rng, group: np.ndarray, macro_struct: np.ndarray):
     return beta, mu[:, None] + x + z + beta[:, None] * macro_struct[None, :], parts
 
 
-def _hazard(co, idx, sustained: np.ndarray, t: np.ndarray, multiplier: np.ndarray) -> np.ndarray:
+def _hazard(companies: _Companies, idx, sustained: np.ndarray, t: np.ndarray,
+            multiplier: np.ndarray) -> np.ndarray:
     """Monthly failure probability of companies ``idx`` at window months ``t``."""
-    age = np.maximum(t[None, :] - co.creation_m[idx, None], 0)
-    size_factor = (np.maximum(co.size[idx], 1.0) / 10.0) ** -0.15
+    age = np.maximum(t[None, :] - companies.creation_m[idx, None], 0)
+    size_factor = (np.maximum(companies.size[idx], 1.0) / 10.0) ** -0.15
     hazard = (_BASE_HAZARD * np.exp(-_HEALTH_HAZARD_SLOPE * sustained) * (1.0 + np.exp(-age / 30.0))
-              * (_G_HAZARD[co.group[idx]] * size_factor)[:, None] * multiplier[None, :])
+              * (_G_HAZARD[companies.group[idx]] * size_factor)[:, None] * multiplier[None, :])
     return np.minimum(hazard, 0.5)
 
 
@@ -650,47 +730,47 @@ def _closure(size: np.ndarray, health: np.ndarray) -> np.ndarray:
     return _BASE_CLOSURE * (1 + (size < 10))[:, None] * (1 + _distress(health))
 
 
-def _health(rng, co, cal, macro) -> None:
+def _health(rng, companies: _Companies, cal, macro) -> _Health:
     """Latent monthly health: structural (drives failures) and observed (adds the crisis).
 
     Paths start ``_BURN_IN`` months before the window; a company that would have failed then is
     redrawn, so that the window starts from a population of survivors rather than with a wave
     of failures of companies already in distress.
     """
-    n, total = co.n, _BURN_IN + cal.n
+    n, total = companies.n, _BURN_IN + cal.n
     t_burn = np.arange(-_BURN_IN, 0)
-    co.beta = np.empty(n)
+    beta = np.empty(n)
     h = np.empty((n, total))
     sustained = np.empty((n, total))
     todo = np.arange(n)
-    co.parts = {}
+    all_parts = {}
     for _ in range(4):
-        co.beta[todo], h[todo], parts = _health_paths(rng, co.group[todo], macro.struct)
+        beta[todo], h[todo], parts = _health_paths(rng, companies.group[todo], macro.struct)
         for key, value in parts.items():
-            co.parts.setdefault(key, np.empty((n,) + value.shape[1:], value.dtype))[todo] = value
+            all_parts.setdefault(key, np.empty((n,) + value.shape[1:], value.dtype))[todo] = value
         sustained[todo] = _ema(h[todo], _HAZARD_MEMORY)
-        exists = t_burn[None, :] > co.creation_m[todo, None]
-        hazard = _hazard(co, todo, sustained[todo, :_BURN_IN], t_burn, macro.hazard[:_BURN_IN])
+        exists = t_burn[None, :] > companies.creation_m[todo, None]
+        hazard = _hazard(companies, todo, sustained[todo, :_BURN_IN], t_burn, macro.hazard[:_BURN_IN])
         todo = todo[((rng.random(exists.shape) < hazard) & exists).any(axis=1)]
         if not len(todo):
             break
     window = macro.window(_BURN_IN)
-    co.h = h[:, _BURN_IN:]
-    co.sustained = sustained[:, _BURN_IN:]
-    co.h_obs = co.h + co.beta[:, None] * window.shock[None, :]
+    h = h[:, _BURN_IN:]
+    return _Health(beta=beta, parts=all_parts, h=h, sustained=sustained[:, _BURN_IN:],
+                   h_obs=h + beta[:, None] * window.shock[None, :])
 
 
-def _failures(rng, co, cal, macro):
-    """Failure and exit months, and the judgments of the chunk."""
-    n, months = co.n, cal.n
+def _failures(rng, companies: _Companies, health: _Health, cal, macro):
+    """``(fates, health, judgments)``: the :class:`_Fates`, the health once proceedings' survivors
+    restructure (healthier from their plan on), ``(company index, date, nature)`` of the judgments."""
+    n, months = companies.n, cal.n
     t_grid = np.arange(months)[None, :]
-    exists = t_grid >= co.birth[:, None]
-    hazard = _hazard(co, np.arange(n), co.sustained, np.arange(months), macro.hazard)
+    exists = t_grid >= companies.birth[:, None]
+    hazard = _hazard(companies, np.arange(n), health.sustained, np.arange(months), macro.hazard)
     fail_m = _first_true((rng.random((n, months)) < hazard) & exists)
-    closure = _closure(co.size, co.h)
-    closure_m = _first_true((rng.random((n, months)) < closure) & (t_grid >= co.birth[:, None] + 3))
+    closure = _closure(companies.size, health.h)
+    closure_m = _first_true((rng.random((n, months)) < closure) & (t_grid >= companies.birth[:, None] + 3))
     failed = fail_m < closure_m  # a closure drawn in the month of a failure wins
-    co.closure_m = closure_m
     fail_m = np.where(failed, fail_m, months)
 
     # What follows the failure judgment.
@@ -710,28 +790,21 @@ def _failures(rng, co, cal, macro):
     end_date = np.where(relapse, d3, end_date)
     ends |= relapse
     exit_fail = np.where(ends, cal.month_of(end_date) + 1 + rng.integers(0, 4, n), months)
-    co.exit = np.minimum(np.minimum(exit_fail, closure_m), months)
-    co.exit = np.maximum(co.exit, np.where(failed, fail_m + 1, 0))
-    co.closed_voluntarily = (~failed) & (closure_m < months)
-    co.fail_m = fail_m
-    co.failed = failed
-    co.alive = exists & (t_grid < co.exit[:, None])
+    exit_m = np.minimum(np.minimum(exit_fail, closure_m), months)
+    exit_m = np.maximum(exit_m, np.where(failed, fail_m + 1, 0))
 
     # Survivors restructure: smaller, healthier. Dates used by the URSSAF debt states.
     far = np.datetime64("2262-01-01", "D")
-    co.fail_date = np.where(failed, d1, far)
     plan = failed & np.isin(kind, (2, 4)) & has_second
-    co.plan_date = np.where(plan, d2, far)
     survivor_m = np.where(plan, cal.month_of(d2), months)
-    co.h = co.h + 0.7 * (t_grid >= survivor_m[:, None])
-    co.h_obs = co.h_obs + 0.7 * (t_grid >= survivor_m[:, None])
-    co.post_failure = np.where(t_grid >= fail_m[:, None],
-                               np.where(plan | (kind == 4), 0.75, 0.85)[:, None], 1.0)
+    restructured = _Health(beta=health.beta, parts=health.parts, sustained=health.sustained,
+                           h=health.h + 0.7 * (t_grid >= survivor_m[:, None]),
+                           h_obs=health.h_obs + 0.7 * (t_grid >= survivor_m[:, None]))
+    post_failure = np.where(t_grid >= fail_m[:, None], np.where(plan | (kind == 4), 0.75, 0.85)[:, None], 1.0)
 
     # Old proceedings (before the window) that the company survived: out of scope for good.
-    old = (rng.random(n) < 0.006) & (co.creation < cal.first_day(-48))
-    co.old_proceeding = old
-    lo = np.maximum(co.creation + 365, cal.first_day(-120))
+    old = (rng.random(n) < 0.006) & (companies.creation < cal.first_day(-48))
+    lo = np.maximum(companies.creation + 365, cal.first_day(-120))
     d_old = lo + (rng.random(n) * np.maximum((cal.first_day(-12) - lo).astype(int), 1)).astype(int)
 
     ci = np.concatenate([np.flatnonzero(failed), np.flatnonzero(has_second),
@@ -748,46 +821,49 @@ def _failures(rng, co, cal, macro):
     dates = np.concatenate([dates, dates[repeated]])
     natures = np.concatenate([natures, natures[repeated]])
     order = np.lexsort((dates, ci))
-    return ci[order], dates[order], natures[order]
+    fates = _Fates(fail_m=fail_m, failed=failed, fail_date=np.where(failed, d1, far), closure_m=closure_m,
+                   closed_voluntarily=(~failed) & (closure_m < months), exit=exit_m,
+                   alive=exists & (t_grid < exit_m[:, None]), plan_date=np.where(plan, d2, far),
+                   post_failure=post_failure, old_proceeding=old)
+    return fates, restructured, (ci[order], dates[order], natures[order])
 
 
-def _effectif(rng, co, cal, macro) -> np.ndarray:
-    """Monthly headcount (company x month); -1 where no row is written."""
+def _headcount(rng, companies: _Companies, health: _Health, fates: _Fates, cal, macro) -> _Headcount:
+    """Monthly headcount (company x month), true and as recorded."""
     months = cal.n
     t_grid = np.arange(months)[None, :]
-    smooth = _ema(co.h, 0.12)
-    growth = rng.normal(0.0, 0.03, co.n)[:, None] * (t_grid / 12.0)
-    age = np.maximum(t_grid - co.creation_m[:, None], 0)
+    smooth = _ema(health.h, 0.12)
+    growth = rng.normal(0.0, 0.03, companies.n)[:, None] * (t_grid / 12.0)
+    age = np.maximum(t_grid - companies.creation_m[:, None], 0)
     ramp = np.minimum(0.35 + 0.65 * age / 36.0, 1.0)
-    level = (co.size[:, None] * np.exp(0.45 * smooth + growth
-                                       + 0.08 * co.beta[:, None] * macro.shock[None, :])
-             * ramp * co.post_failure)
+    level = (companies.size[:, None] * np.exp(0.45 * smooth + growth
+                                              + 0.08 * health.beta[:, None] * macro.shock[None, :])
+             * ramp * fates.post_failure)
     eff = np.rint(level * np.exp(rng.normal(0.0, 0.04, level.shape))).astype(np.int64)
-    co.eff = np.where(co.alive, eff, 0)
     gaps = rng.random(eff.shape) < 0.004
-    return np.where(co.alive & ~gaps, eff, -1)
+    return _Headcount(eff=np.where(fates.alive, eff, 0), recorded=np.where(fates.alive & ~gaps, eff, -1))
 
 
 class _Et:
     """Arrays describing the establishments of a chunk."""
 
 
-def _establishments(rng, co, cal, counters) -> _Et:
+def _establishments(rng, chunk: _Chunk, cal, counters) -> _Et:
     """Establishments (head office first), their headcount share and URSSAF accounts."""
     months = cal.n
     et = _Et()
-    n_secondary = np.minimum(rng.poisson(0.05 * co.size**0.6), 7)
+    n_secondary = np.minimum(rng.poisson(0.05 * chunk.companies.size**0.6), 7)
     count = 1 + n_secondary
-    et.company = np.repeat(np.arange(co.n), count)
+    et.company = np.repeat(np.arange(chunk.companies.n), count)
     starts = np.concatenate([[0], np.cumsum(count)[:-1]])
     rank = np.arange(len(et.company)) - np.repeat(starts, count)
     et.head = rank == 0
     e = len(et.company)
     nic = rank + 1 + 10 * rng.integers(0, 3, e)
-    prefix = co.siren[et.company] * 10_000 + nic
+    prefix = chunk.companies.siren[et.company] * 10_000 + nic
     et.siret = prefix * 10 + _luhn_check_digit(prefix, 13)
 
-    birth, exit_ = co.birth[et.company], co.exit[et.company]
+    birth, exit_ = chunk.companies.birth[et.company], chunk.fates.exit[et.company]
     later = (~et.head) & (rng.random(e) < 0.35)
     et.open = np.where(later, birth + (rng.random(e) * np.maximum(exit_ - birth, 1)).astype(int),
                        birth)
@@ -795,22 +871,23 @@ def _establishments(rng, co, cal, counters) -> _Et:
     et.close = np.where(closes, et.open + rng.integers(6, max(months, 7), e), months)
     et.close = np.minimum(et.close, exit_)
     t_grid = np.arange(months)[None, :]
-    et.active = (t_grid >= et.open[:, None]) & (t_grid < et.close[:, None]) & co.alive[et.company]
+    et.active = ((t_grid >= et.open[:, None]) & (t_grid < et.close[:, None])
+                 & chunk.fates.alive[et.company])
 
     weight = rng.gamma(2.0, 1.0, e) * np.where(et.head, 2.0, 1.0)
     w = weight[:, None] * et.active
     total = np.add.reduceat(w, starts, axis=0)[et.company]
     share = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
-    et.eff = np.rint(co.eff[et.company] * share).astype(np.int64)
+    et.eff = np.rint(chunk.headcount.eff[et.company] * share).astype(np.int64)
 
-    head_commune = _choice(rng, _COMMUNE_CODES, _COMMUNE_WEIGHT, co.n)
+    head_commune = _choice(rng, _COMMUNE_CODES, _COMMUNE_WEIGHT, chunk.companies.n)
     et.commune = np.where(rng.random(e) < 0.5, head_commune[et.company],
                           _choice(rng, _COMMUNE_CODES, _COMMUNE_WEIGHT, e))
     et.commune[et.head] = head_commune
     other_naf = _choice(rng, _NAF_CODES[_NAF_GROUP < _GROUP_ID["education"]],
                         _NAF_WEIGHT[_NAF_GROUP < _GROUP_ID["education"]], e)
-    et.naf = np.where((~et.head) & (rng.random(e) < 0.12) & ~co.public[et.company], other_naf,
-                      co.naf[et.company])
+    et.naf = np.where((~et.head) & (rng.random(e) < 0.12) & ~chunk.companies.public[et.company],
+                      other_naf, chunk.companies.naf[et.company])
 
     # URSSAF accounts: one per establishment, renumbered once for some of them.
     et.index = counters["etab"] + np.arange(e)
@@ -826,17 +903,17 @@ def _establishments(rng, co, cal, counters) -> _Et:
     numbers = (raw * 982_451_653 + 104_729) % (9 * 10**13) + 10**13
     et.accounts = pa.array(np.char.add(np.concatenate([region, region]),
                                        np.char.zfill(numbers.astype(str), 15)), pa.string())
-    et.quarterly = rng.random(e) < np.where(co.size[et.company] < 10, 0.55, 0.12)
+    et.quarterly = rng.random(e) < np.where(chunk.companies.size[et.company] < 10, 0.55, 0.12)
     return et
 
 
-def _sirene_tables(rng, co, et, cal, siren_dict, siret_dict):
+def _sirene_tables(rng, chunk: _Chunk, et, cal, siren_dict, siret_dict):
     """Static snapshots of companies and establishments, and the establishments' history."""
     e = len(et.company)
     yield "sirene_unites_legales", _table("sirene_unites_legales", {
-        "siren": _ids(rng, siren_dict, np.arange(co.n), 0.0),
-        "categorieJuridiqueUniteLegale": co.category,
-        "dateCreationUniteLegale": co.creation,
+        "siren": _ids(rng, siren_dict, np.arange(chunk.companies.n), 0.0),
+        "categorieJuridiqueUniteLegale": chunk.companies.category,
+        "dateCreationUniteLegale": chunk.companies.creation,
     })
     yield "sirene_etablissements", _table("sirene_etablissements", {
         "siren": _ids(rng, siren_dict, et.company, 0.0),
@@ -846,7 +923,7 @@ def _sirene_tables(rng, co, et, cal, siren_dict, siret_dict):
         "activitePrincipaleEtablissement": et.naf,
     })
 
-    creation = co.creation[et.company]
+    creation = chunk.companies.creation[et.company]
     start_day = cal.first_day(0)
     before = et.open <= 0
     pre_open = creation + (rng.random(e) * np.maximum((start_day - creation).astype(int), 1)
@@ -854,7 +931,7 @@ def _sirene_tables(rng, co, et, cal, siren_dict, siret_dict):
     open_date = np.where(before, np.where(rng.random(e) < 0.6, creation, pre_open),
                          cal.random_day(rng, et.open - 1))
     open_date = np.where(et.head, creation, np.maximum(open_date, creation))
-    forgotten = co.closed_voluntarily[et.company] & (rng.random(e) < 0.1)
+    forgotten = chunk.fates.closed_voluntarily[et.company] & (rng.random(e) < 0.1)
     closed = (et.close < cal.n) & ~forgotten
     close_date = cal.first_day(et.close - 1) + rng.integers(0, 90, e)
     close_date = np.maximum(close_date, open_date + 1)
@@ -879,11 +956,11 @@ def _sirene_tables(rng, co, et, cal, siren_dict, siret_dict):
     })
 
 
-def _urssaf_tables(rng, co, et, cal, macro, siret_dict, settings):
+def _urssaf_tables(rng, chunk: _Chunk, et, cal, macro, siret_dict, settings):
     """Contribution windows and the debts their unpaid part creates."""
     e, months = len(et.company), cal.n
     comp = et.company
-    rate = (_G_WAGE[co.group] / 12.0 * 0.45 * rng.lognormal(0.0, 0.1, co.n))[comp]
+    rate = (_G_WAGE[chunk.companies.group] / 12.0 * 0.45 * rng.lognormal(0.0, 0.1, chunk.companies.n))[comp]
     active = et.active
     du_month = np.where(active, et.eff * rate[:, None], 0.0)
     du_month *= np.exp(rng.normal(0.0, 0.03, du_month.shape))
@@ -898,9 +975,9 @@ def _urssaf_tables(rng, co, et, cal, macro, siret_dict, settings):
     du = np.round(np.where(et.quarterly[ei], du_q[ei, mi], du_month[ei, mi]), 2)
 
     ci = comp[ei]
-    h = co.h[ci, mi]
+    h = chunk.health.h[ci, mi]
     dist = _sigmoid(3.5 * (-h - 0.9)) * settings.debt_health_weight
-    p_unpaid = 0.003 + 0.6 * dist + macro.deferral[mi] * np.minimum(co.beta[ci], 2.0) * 0.6
+    p_unpaid = 0.003 + 0.6 * dist + macro.deferral[mi] * np.minimum(chunk.health.beta[ci], 2.0) * 0.6
     unpaid = (rng.random(len(ei)) < p_unpaid) & (du > 0)
     frac = np.clip(rng.beta(1.2 + 3.0 * dist, 1.8), 0.03, 1.0)
     encaisse = np.round(np.where(unpaid, du * (1 - frac), du), 2)
@@ -915,11 +992,11 @@ def _urssaf_tables(rng, co, et, cal, macro, siret_dict, settings):
 
     owed = du - encaisse
     d = np.flatnonzero(owed >= 1.0)
-    yield "urssaf_debit", _debts(rng, co, et, cal, siret_dict, ei[d], mi[d], length[d],
+    yield "urssaf_debit", _debts(rng, chunk, et, cal, siret_dict, ei[d], mi[d], length[d],
                                  account[d], owed[d])
 
 
-def _debts(rng, co, et, cal, siret_dict, ei, mi, length, account, owed) -> pa.Table:
+def _debts(rng, chunk: _Chunk, et, cal, siret_dict, ei, mi, length, account, owed) -> pa.Table:
     """States of each debt: first record, then repayments, penalties or settlement."""
     order = np.lexsort((mi, account))
     ei, mi, length, account, owed = ei[order], mi[order], length[order], account[order], owed[order]
@@ -934,7 +1011,7 @@ def _debts(rng, co, et, cal, siret_dict, ei, mi, length, account, owed) -> pa.Ta
     t = cal.first_day(mi + length) + rng.integers(10, 46, len(ei))
     hist = np.ones(len(ei), dtype=np.int64)
     frozen_versions = np.zeros(len(ei), dtype=np.int64)
-    exit_date = cal.first_day(co.exit)
+    exit_date = cal.first_day(chunk.fates.exit)
     idx = np.arange(len(ei))
     out = []
     for _ in range(30):
@@ -944,9 +1021,9 @@ def _debts(rng, co, et, cal, siret_dict, ei, mi, length, account, owed) -> pa.Ta
         tt = t[idx]
         keep = tt <= cal.end
         idx, c, tt = idx[keep], c[keep], tt[keep]
-        proc = tt >= co.fail_date[c]
-        plan = tt >= co.plan_date[c]
-        dead = (tt >= exit_date[c]) & (co.exit[c] < cal.n)
+        proc = tt >= chunk.fates.fail_date[c]
+        plan = tt >= chunk.fates.plan_date[c]
+        dead = (tt >= exit_date[c]) & (chunk.fates.exit[c] < cal.n)
         zero = (ouv[idx] == 0) & (pat[idx] == 0)
         code = np.where(plan, "2", np.where(proc, np.where(zero, "9", "1"), "0"))
         etat = np.where(dead, 3, np.where(proc & ~plan, 2, 1))
@@ -960,9 +1037,9 @@ def _debts(rng, co, et, cal, siret_dict, ei, mi, length, account, owed) -> pa.Ta
         t[idx] += rng.integers(25, 76, len(idx))
         hist[idx] += 1 + (rng.random(len(idx)) < 0.1)
         m = np.clip(cal.month_of(t[idx]), 0, cal.n - 1)
-        h = co.h[ci[idx], m]
-        in_plan = t[idx] >= co.plan_date[ci[idx]]
-        in_proc = (t[idx] >= co.fail_date[ci[idx]]) & ~in_plan
+        h = chunk.health.h[ci[idx], m]
+        in_plan = t[idx] >= chunk.fates.plan_date[ci[idx]]
+        in_proc = (t[idx] >= chunk.fates.fail_date[ci[idx]]) & ~in_plan
         p_settle = np.where(in_plan, 0.08, 0.7 * _sigmoid(2.5 * (h + 0.6)))
         p_partial = np.where(in_plan, 0.9, 0.5 * _sigmoid(1.5 * (h + 0.8)))
         u = rng.random(len(idx))
@@ -990,12 +1067,12 @@ def _debts(rng, co, et, cal, siret_dict, ei, mi, length, account, owed) -> pa.Ta
     })
 
 
-def _ap_tables(rng, co, et, cal, macro, siret_dict, counters):
+def _ap_tables(rng, chunk: _Chunk, et, cal, macro, siret_dict, counters):
     """Short-time-work requests (a surge in the crisis) and the hours used each month."""
     comp = et.company
-    eligible = et.active & (et.eff >= 1) & ~co.public[comp][:, None]
-    dist = _distress(co.h_obs)[comp]
-    wave = macro.ap_wave[None, :] * _G_AP[co.group][comp][:, None] * (0.6 + 0.8 * dist)
+    eligible = et.active & (et.eff >= 1) & ~chunk.companies.public[comp][:, None]
+    dist = _distress(chunk.health.h_obs)[comp]
+    wave = macro.ap_wave[None, :] * _G_AP[chunk.companies.group][comp][:, None] * (0.6 + 0.8 * dist)
     p = np.where(macro.ap_wave[None, :] > 0, wave, 0.0004 + 0.015 * dist)
     ei, mi = np.nonzero((rng.random(eligible.shape) < p) & eligible)
     crisis = macro.ap_wave[mi] > 0
@@ -1026,7 +1103,7 @@ def _ap_tables(rng, co, et, cal, macro, siret_dict, counters):
     used = rng.random(nr) < np.where(crisis, 0.8, 0.9)
     req = np.repeat(np.arange(nr), duration)
     month = mi[req] + (np.arange(len(req)) - np.repeat(np.cumsum(duration) - duration, duration))
-    ok = (used[req] & (month < cal.n) & (month < co.exit[et.company[ei[req]]])
+    ok = (used[req] & (month < cal.n) & (month < chunk.fates.exit[et.company[ei[req]]])
           & (rng.random(len(req)) < 0.85))
     req, month = req[ok], month[ok]
     heures = np.round(hta[req] / duration[req] * rng.uniform(0.2, 1.0, len(req)), 1)
@@ -1040,25 +1117,25 @@ def _ap_tables(rng, co, et, cal, macro, siret_dict, counters):
     })
 
 
-def _paydex(rng, co, cal, siren_dict) -> pa.Table:
+def _paydex(rng, chunk: _Chunk, cal, siren_dict) -> pa.Table:
     """Roughly monthly supplier payment measures for about three companies in four."""
-    n, months = co.n, cal.n
-    has = (rng.random(n) < np.where(co.size < 10, 0.72, 0.89)) & ~co.public
-    coverage = co.birth + np.where(rng.random(n) < 0.45, 0, rng.integers(0, 72, n))
+    n, months = chunk.companies.n, cal.n
+    has = (rng.random(n) < np.where(chunk.companies.size < 10, 0.72, 0.89)) & ~chunk.companies.public
+    coverage = chunk.companies.birth + np.where(rng.random(n) < 0.45, 0, rng.integers(0, 72, n))
     t_grid = np.arange(months)[None, :]
-    measured = (has[:, None] & (t_grid >= coverage[:, None]) & co.alive
+    measured = (has[:, None] & (t_grid >= coverage[:, None]) & chunk.fates.alive
                 & (rng.random((n, months)) < 0.9))
     ci, mi = np.nonzero(measured)
     day = np.clip(rng.integers(0, 28, n)[ci] + rng.integers(-2, 3, len(ci)), 0,
                   cal.days_in(mi) - 1)
-    h = _ema(co.h_obs, 0.35)[ci, mi]
+    h = _ema(chunk.health.h_obs, 0.35)[ci, mi]
     paydex = np.round(rng.normal(6.0, 4.0, n)[ci] - 4.0 * h + 40.0 * _distress(h)
                       + rng.normal(0.0, 3.0, len(ci)), 1)
     fpi30 = np.clip(100 * _sigmoid(-2.0 + 0.07 * (paydex - 8) + rng.normal(0.0, 0.5, len(ci))) - 6,
                     0, 100)
     fpi90 = fpi30 * _sigmoid(-2.2 + 0.05 * paydex + rng.normal(0.0, 0.5, len(ci)))
-    suppliers = rng.poisson(3 + 2 * np.sqrt(co.size[ci]))
-    amounts = suppliers * np.exp(rng.normal(np.log(6000) + 0.3 * np.log(co.size[ci]), 0.5))
+    suppliers = rng.poisson(3 + 2 * np.sqrt(chunk.companies.size[ci]))
+    amounts = suppliers * np.exp(rng.normal(np.log(6000) + 0.3 * np.log(chunk.companies.size[ci]), 0.5))
     return _table("altares_paydex", {
         "siren": _ids(rng, siren_dict, ci, _STRIPPED_ID_SHARE["altares_paydex"]),
         "date_valeur": cal.first_day(mi) + day, "paydex": paydex,
@@ -1067,10 +1144,10 @@ def _paydex(rng, co, cal, siren_dict) -> pa.Table:
     })
 
 
-def _bilans(rng, co, cal, macro, siren_dict, settings) -> pa.Table:
+def _bilans(rng, chunk: _Chunk, cal, macro, siren_dict, settings) -> pa.Table:
     """Yearly statements for about seven companies in ten, some amended, some incomplete."""
-    n, months = co.n, cal.n
-    has = (rng.random(n) < np.where(co.size < 10, 0.62, 0.82)) & ~co.public
+    n, months = chunk.companies.n, cal.n
+    has = (rng.random(n) < np.where(chunk.companies.size < 10, 0.62, 0.82)) & ~chunk.companies.public
     year_end_month = _choice(rng, [12, 3, 6, 9], [80, 7, 7, 6], n)
     first_year = int(str(cal.months[0])[:4]) - 1
     years = np.arange(first_year, int(str(cal.end)[:4]) + 1)
@@ -1078,9 +1155,9 @@ def _bilans(rng, co, cal, macro, siren_dict, settings) -> pa.Table:
           + year_end_month[:, None])
     fin_ex = ye.astype("datetime64[D]") - 1
     prev_fin = (ye - 12).astype("datetime64[D]") - 1
-    creation = co.creation[:, None]
+    creation = chunk.companies.creation[:, None]
     fin_m = cal.month_of(fin_ex)
-    valid = (has[:, None] & (creation <= fin_ex - 183) & (fin_m < co.exit[:, None])
+    valid = (has[:, None] & (creation <= fin_ex - 183) & (fin_m < chunk.fates.exit[:, None])
              & (rng.random(fin_ex.shape) < 0.95))
     depot = fin_ex + rng.integers(90, 216, fin_ex.shape)
     ci, yi = np.nonzero(valid & (depot <= cal.end))
@@ -1095,20 +1172,20 @@ def _bilans(rng, co, cal, macro, siren_dict, settings) -> pa.Table:
         cs = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1)], axis=1)
         return (cs[ci, b + 1] - cs[ci, a]) / (b - a + 1)
 
-    h = settings.statement_health_gain * (fiscal_mean(co.h)
+    h = settings.statement_health_gain * (fiscal_mean(chunk.health.h)
                                           + rng.normal(0.0, settings.statement_noise, len(ci)))
-    shock = fiscal_mean(co.beta[:, None] * macro.shock[None, :])
-    alive_months = fiscal_mean(co.alive.astype(float))
+    shock = fiscal_mean(chunk.health.beta[:, None] * macro.shock[None, :])
+    alive_months = fiscal_mean(chunk.fates.alive.astype(float))
     staff = np.where(alive_months > 0,
-                     fiscal_mean(co.eff.astype(float)) / np.maximum(alive_months, 1e-9),
-                     co.size[ci])
+                     fiscal_mean(chunk.headcount.eff.astype(float)) / np.maximum(alive_months, 1e-9),
+                     chunk.companies.size[ci])
     staff = np.maximum(staff, 0.5)
     k = len(ci)
 
     def noise(sd):
         return rng.normal(0.0, sd, k)
 
-    g = co.group[ci]
+    g = chunk.companies.group[ci]
     dist = _distress(h)
     th = np.tanh(h)
     salaires = staff * _G_WAGE[g] * rng.lognormal(0.0, 0.1, n)[ci] * (1 + noise(0.03))
@@ -1122,7 +1199,7 @@ def _bilans(rng, co, cal, macro, siren_dict, settings) -> pa.Table:
     fin_debt = np.maximum(assets * (0.25 - 0.12 * th + noise(0.05)), 0.0)
     caf = ebe * rng.uniform(0.6, 0.9, k) - 0.03 * fin_debt
     capital = _choice(rng, [1_000, 5_000, 7_500, 10_000, 37_000, 50_000, 100_000, 500_000],
-                      [10, 15, 15, 15, 20, 10, 10, 5], n)[ci] * np.where(co.size[ci] > 250, 10, 1)
+                      [10, 15, 15, 15, 20, 10, 10, 5], n)[ci] * np.where(chunk.companies.size[ci] > 250, 10, 1)
     equity = capital + assets * (0.25 + 0.3 * np.tanh(h + 0.3) + noise(0.08))
     treso = assets * (0.10 + 0.08 * th + noise(0.04))
     stocks = ca * _G_STOCK[g] * rng.lognormal(0.0, 0.3, k)
@@ -1162,7 +1239,7 @@ def _bilans(rng, co, cal, macro, siren_dict, settings) -> pa.Table:
                       ("rto_invest_ca", 0.08)):
         null_rate[names.index(col)] = rate
     nulls = rng.random(matrix.shape) < null_rate
-    simplified = (rng.random(k) < 0.2) & (co.size[ci] < 20)
+    simplified = (rng.random(k) < 0.2) & (chunk.companies.size[ci] < 20)
     simplified_cols = np.array([c.startswith(("mnt_af_bfonc", "nbr_af")) or c == "rto_56"
                                 for c in names])
     nulls |= simplified[:, None] & simplified_cols[None, :]
@@ -1252,7 +1329,8 @@ def _truth_request(cal, output_dir, truth_dir, truth_dates, truth_paths, setting
                          _BURN_IN + cal.n)
 
 
-def _truth_table(rng, co, cal, request: _TruthRequest) -> pa.Table:
+def _truth_table(rng, companies: _Companies, health: _Health, fates: _Fates, cal,
+                 request: _TruthRequest) -> pa.Table:
     """Truth rows of a chunk: every company living at each date T.
 
     A company is living at T when it was created before T's month, has had no failure and
@@ -1267,13 +1345,13 @@ def _truth_table(rng, co, cal, request: _TruthRequest) -> pa.Table:
     horizon = TARGET_HORIZON_MONTHS
     columns = {name: [] for name in _TRUTH_SCHEMA.names}
     for t0 in request.months:
-        idx = np.flatnonzero((co.birth <= t0) & (co.fail_m >= t0) & (co.closure_m >= t0)
-                             & ~co.old_proceeding)
-        batches = [_truth_probability(rng, co, idx[i:i + _TRUTH_BATCH], t0, request)
+        idx = np.flatnonzero((companies.birth <= t0) & (fates.fail_m >= t0) & (fates.closure_m >= t0)
+                             & ~fates.old_proceeding)
+        batches = [_truth_probability(rng, companies, health, idx[i:i + _TRUTH_BATCH], t0, request)
                    for i in range(0, len(idx), _TRUTH_BATCH)]
         known = cal.first_day(t0 + horizon) <= cal.end
-        label = (co.failed[idx] & (co.fail_m[idx] < t0 + horizon)).astype(np.int32)
-        columns["siren"].append(np.char.zfill(co.siren[idx].astype(str), 9))
+        label = (fates.failed[idx] & (fates.fail_m[idx] < t0 + horizon)).astype(np.int32)
+        columns["siren"].append(np.char.zfill(companies.siren[idx].astype(str), 9))
         columns["periode"].append(np.repeat(cal.first_day(t0), len(idx)))
         columns["p_failure_18m"].append(np.concatenate(batches) if batches else np.empty(0))
         columns["failure_18m"].append(np.ma.masked_array(label, mask=np.full(len(idx), not known)))
@@ -1284,14 +1362,14 @@ def _truth_table(rng, co, cal, request: _TruthRequest) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=_TRUTH_SCHEMA)
 
 
-def _future_episodes(rng, co, idx, t0: int, request: _TruthRequest, shape):
+def _future_episodes(rng, health: _Health, idx, t0: int, request: _TruthRequest, shape):
     """Per slot, the episodes of the paths: ``(onset, duration, slope, active)`` arrays.
 
     Episodes begun by month T-1 are the company's own. A slot not begun yet starts in a given
     later month with the generator's onset probability, conditional on no start so far
     (uniform onsets: the same probability each month, continued past the end of the world).
     """
-    parts = co.parts
+    parts = health.parts
     span = request.total_months + _EPISODE_LEAD
     per_month = min(1.0, _EPISODE_RATE * span) / span
     before = t0 + _BURN_IN + _EPISODE_LEAD  # onset months up to T-1
@@ -1310,7 +1388,8 @@ def _future_episodes(rng, co, idx, t0: int, request: _TruthRequest, shape):
     return out
 
 
-def _truth_probability(rng, co, idx, t0: int, request: _TruthRequest) -> np.ndarray:
+def _truth_probability(rng, companies: _Companies, health: _Health, idx, t0: int,
+                       request: _TruthRequest) -> np.ndarray:
     """Monte Carlo probability that companies ``idx`` fail in months T..T+17 (T = ``t0``).
 
     Paths continue the latent state at T-1 with the generator's own law: AR(1) noise, episodes
@@ -1319,12 +1398,12 @@ def _truth_probability(rng, co, idx, t0: int, request: _TruthRequest) -> np.ndar
     needs no failure nor closure before m and no closure in m (a closure wins a tie).
     """
     shape = (len(idx), request.n_paths)
-    parts, macro = co.parts, request.macro
+    parts, macro = health.parts, request.macro
     x = np.repeat(parts["x"][idx, _BURN_IN + t0 - 1][:, None], request.n_paths, axis=1)
-    sustained = np.repeat(co.sustained[idx, t0 - 1][:, None], request.n_paths, axis=1)
-    episodes = _future_episodes(rng, co, idx, t0, request, shape)
-    mu, beta = parts["mu"][idx, None], co.beta[idx, None]
-    size, closable_from = co.size[idx], co.birth[idx, None] + 3
+    sustained = np.repeat(health.sustained[idx, t0 - 1][:, None], request.n_paths, axis=1)
+    episodes = _future_episodes(rng, health, idx, t0, request, shape)
+    mu, beta = parts["mu"][idx, None], health.beta[idx, None]
+    size, closable_from = companies.size[idx], companies.birth[idx, None] + 3
     alive, p = np.ones(shape), np.zeros(shape)
     for m in range(t0, t0 + TARGET_HORIZON_MONTHS):
         x = _AR_PHI * x + rng.normal(0.0, _AR_SIGMA, shape)
@@ -1333,7 +1412,7 @@ def _truth_probability(rng, co, idx, t0: int, request: _TruthRequest) -> np.ndar
             z -= active * _episode_depth(m - onset, duration, slope)
         h = mu + x + z + beta * macro.struct[m]
         sustained = (1 - _HAZARD_MEMORY) * sustained + _HAZARD_MEMORY * h
-        failure = _hazard(co, idx, sustained, np.full(shape[1], m),
+        failure = _hazard(companies, idx, sustained, np.full(shape[1], m),
                           np.full(shape[1], macro.hazard[m]))
         closure = _closure(size, h) * (m >= closable_from)
         p += alive * failure * (1 - closure)
