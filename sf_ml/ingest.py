@@ -19,7 +19,8 @@ Each raw file is parsed and typed once, by one of two paths, chosen by the ``rea
 
 ``"auto"`` (the default) takes the native path for CSV files of 4 MiB or more and guarded casts
 elsewhere; ``"native"`` takes the native path whatever the size. All give the same tables and
-the same issues.
+the same issues. The native path earns its code at France scale: on a 200,000-company export it
+ingests in 166 s against 284 s by guarded casts (``bench/bench_readings.py``).
 
 Cost: the typed frame is written as parquet to a staging directory while the row count and the
 number of rows failing any row check are observed on the rows flowing through that write; the
