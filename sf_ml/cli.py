@@ -1,5 +1,8 @@
 """The ``sf-ml`` command line: one sub-command per stage, each a thin wrapper that parses
-parameters, opens the stage's MLflow run and calls one function of one module."""
+parameters, opens the stage's MLflow run and calls one function of one module.
+
+Each command imports its stage's module when it runs, so that ``sf-ml --help`` and a mistyped
+option answer at once, without loading Spark or MLflow."""
 
 from __future__ import annotations
 

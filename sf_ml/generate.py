@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from sf_ml.contract import (
     BOOL,
@@ -478,9 +481,6 @@ class _Writers:
     """One streaming writer per contract table, created upfront so empty tables get a header."""
 
     def __init__(self, directory: Path, file_format: str):
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
         self.rows = {name: 0 for name in TABLES}
         self._writers = {}
         for name in TABLES:
@@ -1426,8 +1426,6 @@ def _write_truth(truth_dir: Path, tables: list[pa.Table]) -> int:
     Returns:
         The number of rows written.
     """
-    import pyarrow.parquet as pq
-
     table = pa.concat_tables(tables) if tables else _TRUTH_SCHEMA.empty_table()
     table = table.sort_by([("periode", "ascending"), ("siren", "ascending")])
     truth_dir.mkdir(parents=True, exist_ok=True)
@@ -1447,8 +1445,6 @@ def _write_truth(truth_dir: Path, tables: list[pa.Table]) -> int:
 
 def _read(raw_dir: Path, name: str):
     """A raw table as strings (CSV or single-file parquet), nulls as None."""
-    import pandas as pd
-
     csv = raw_dir / f"{name}.csv"
     if csv.exists():
         return pd.read_csv(csv, dtype=str, keep_default_na=False, na_values=[""])
@@ -1482,8 +1478,6 @@ def _measure_positive_rate(raw_dir: str | Path, first_periode: str | None = None
     Returns:
         ``{"rate", "positives", "samples"}`` over the months whose horizon the judgments cover.
     """
-    import pandas as pd
-
     raw_dir = Path(raw_dir)
     eff = _read(raw_dir, "urssaf_effectif")
     periode = np.array(eff["periode"], dtype="datetime64[D]")

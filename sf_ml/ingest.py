@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import mlflow
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -70,6 +71,7 @@ from sf_ml.column_types import COLUMN_TYPES
 from sf_ml.contract import REQUIRED_TABLES, TABLES, Column, Table
 from sf_ml.io import atomic_directory
 from sf_ml.manifest import check_typed_directory, is_typed_directory, write_manifest
+from sf_ml.spark import get_spark
 
 logger = logging.getLogger(__name__)
 
@@ -249,16 +251,11 @@ def ingest(
         ValueError: ``reading`` is not one of :data:`READINGS`; nothing has been written.
     """
     if spark is None:
-        from sf_ml.spark import get_spark
-
         spark = get_spark()
     with atomic_directory(output_dir) as staging:
         loaded = _read_validated(spark, raw_dir, _table_names(None), staging, reading)
         write_manifest(staging, raw_dir, loaded.counts, loaded.absent)
     logger.info("Ingested %s into %s: %s", raw_dir, output_dir, loaded.counts)
-
-    import mlflow
-
     if mlflow.active_run() is not None:
         mlflow.log_metrics({f"rows.{name}": n for name, n in loaded.counts.items()})
         mlflow.set_tag("ingest.absent_optional_tables", ",".join(loaded.absent) or "none")

@@ -14,10 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 
+from pyspark import cloudpickle
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from sf_ml import sources, sqltext
+from sf_ml import sources, sqltext, windows
 from sf_ml.config import AGGREGATIONS, aggregated_name
 from sf_ml.windows import MonthlyGrid, WindowOp, helper
 from sf_ml.contract import COMPANY, SCOPE, TARGET_HORIZON_MONTHS
@@ -177,11 +179,6 @@ def apply_windows(
     Returns:
         ``frame``'s columns (less the helper ones) and the operations' outputs.
     """
-    from pyspark import cloudpickle
-    from pyspark.sql import types as T
-
-    from sf_ml import windows
-
     # Ship the kernel's code with the task: executors need numpy and pyarrow, not this package.
     cloudpickle.register_pickle_by_value(windows)
     drop = [c for c in frame.columns if windows.is_helper(c)]
