@@ -21,6 +21,9 @@ Asserts nothing.
 
 Usage: python bench/bench_quality.py [--companies 20000] [--seeds 1 2]
        [--settings baseline statement_driven] [--configs tree_based xgboost xgboost_history]
+
+A config may carry overrides after a colon, comma-separated, to compare variants of one config:
+``xgboost_history:sampling.strategy=none,model.params.scale_pos_weight=auto``.
 """
 
 from __future__ import annotations
@@ -98,7 +101,8 @@ def evaluate_world(work: Path, setting: str, seed: int, args, spark) -> list[dic
     truth = truth[pd.to_datetime(truth["periode"]).dt.date == T].drop(columns="periode").set_index("siren")
     rows = []
     for name in args.configs:
-        config = load_config(name)
+        base, _, overrides = name.partition(":")
+        config = load_config(base, [o for o in overrides.split(",") if o])
         features = world / f"features_{features_key(config)}"
         began = time.monotonic()
         if not features.exists():
@@ -112,8 +116,9 @@ def evaluate_world(work: Path, setting: str, seed: int, args, spark) -> list[dic
             train_seconds = time.monotonic() - began
         with mlflow.start_run(run_name=f"score-{name}-{setting}-{seed}"):
             began = time.monotonic()
-            scored = score_companies(f"models:/{model_name}/{trained['version']}", T,
-                                     world / f"scores_{name}", features_dir=features, spark=spark)
+            scores_dir = world / ("scores_" + "".join(c if c.isalnum() else "_" for c in name))
+            scored = score_companies(f"models:/{model_name}/{trained['version']}", T, scores_dir,
+                                     features_dir=features, spark=spark)
             score_seconds = time.monotonic() - began
         predictions = pd.read_parquet(Path(scored["output_dir"]) / "predictions.parquet")
         joined = predictions.join(truth, on="siren", how="inner")

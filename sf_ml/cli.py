@@ -316,7 +316,10 @@ def promote(model_name: str, candidate: str, features_dir: str, dry_run: bool, e
 @click.option("--raw-dir", default="",
               help="Raw (or typed, from ingest) directory: the month is built with the model's config (or --features-dir).")
 @click.option("--output-dir", required=True, help="Directory replaced atomically by predictions, alert list, manifest.")
-def score(model_uri: str, prediction_date: dt.datetime, features_dir: str, raw_dir: str, output_dir: str) -> None:
+@click.option("--explain", type=click.Choice(["alerts", "all"]), default="alerts", show_default=True,
+              help="Companies explained in the predictions: those on alert (all the alert list needs) or every one.")
+def score(model_uri: str, prediction_date: dt.datetime, features_dir: str, raw_dir: str, output_dir: str,
+          explain: str) -> None:
     """Score every company in scope at a date with a registered model; write the alert list."""
     from sf_ml.ingest import RawDataError
     from sf_ml.manifest import TypedDataError
@@ -328,11 +331,11 @@ def score(model_uri: str, prediction_date: dt.datetime, features_dir: str, raw_d
         _fail(ScoringError("give exactly one of --features-dir and --raw-dir"))
     prediction_date = prediction_date.date().replace(day=1)
     params = dict(model_uri=model_uri, prediction_date=prediction_date.isoformat(), features_dir=features_dir or "",
-                  raw_dir=raw_dir or "", output_dir=output_dir)
+                  raw_dir=raw_dir or "", output_dir=output_dir, explain=explain)
     with stage_run("score", params):
         try:
             summary = score_companies(model_uri, prediction_date, output_dir, features_dir=features_dir,
-                                      raw_dir=raw_dir)
+                                      raw_dir=raw_dir, explain=explain)
         except (ScoringError, RawDataError, TypedDataError) as error:
             _fail(error)
     counts = summary["counts"]

@@ -12,8 +12,8 @@ What is explained, by classifier (``explanations.attrs["margin"]`` says it too):
 * gradient-boosted trees: the log-odds too. Spark's GBT margin is ``F = sum(w_t * tree_t(x))``
   with ``P = 1 / (1 + exp(-2F))``; path-dependent TreeSHAP explains ``2F``, so
   ``expected_value + sum(contrib)`` equals ``logit(P)`` up to floating point.
-* xgboost: the log-odds, from the booster's own TreeSHAP (``pred_contribs``) on the driver;
-  ``expected_value`` is its bias term (base score included), so ``expected_value +
+* xgboost: the log-odds, from the booster's own TreeSHAP (``pred_contribs``), run by Spark's
+  Python workers with the booster shipped as bytes; ``expected_value`` is its bias term (base score included), so ``expected_value +
   sum(contrib)`` is the booster's margin. Missing inputs are not imputed: a NaN feature gets
   the contribution of its split's default direction.
 * random forest: the probability itself. Spark averages the trees' normalized leaf class
@@ -26,8 +26,9 @@ so ``expected_value + sum(contrib)`` is ``logit`` of the calibrated probability 
 for every classifier (``attrs["margin"]`` is then ``"log_odds"``).
 
 Cost: path-dependent TreeSHAP is O(trees x leaves x depth^2) per company, about 6 CPU-seconds per
-1,000 companies for 100 trees of depth 9, so :func:`explain` runs it in Spark's Python workers
-(``approximate=True``, Saabas attributions, is a thousand times cheaper). A logistic regression
+1,000 companies for 100 trees of depth 9 (5 for xgboost's 300 trees of depth 6), so :func:`explain`
+runs it in Spark's Python workers, where it spreads over the cluster's cores (``approximate=True``,
+Saabas attributions, is a thousand times cheaper). A logistic regression
 costs one pass over the frame.
 
 xgboost and shap are imported inside the functions that need them: heavy, needed by some models
@@ -149,13 +150,13 @@ def explain(model, frame: DataFrame, config: ExperimentConfig, *, approximate: b
         phi = _matrix(table.column("__features"), len(slots)) * classifier.coefficients.toArray()
         expected, margin = float(classifier.intercept), LOG_ODDS
     elif isinstance(classifier, SparkXGBClassifierModel):
-        table = scored.toArrow()  # like logistic regression: xgboost's TreeSHAP runs on the driver
-        features = _matrix(table.column("__features"), len(slots))
-        phi, expected = xgboost_contributions(classifier.get_booster(), features)
-        margin = LOG_ODDS
+        booster = classifier.get_booster()
+        table = _spark_contributions(scored, len(slots), _xgboost_batch_explainer(booster, len(slots), approximate))
+        phi = _matrix(table.column("__phi"), len(slots))
+        expected, margin = xgboost_bias(booster, len(slots)), LOG_ODDS
     else:
         trees = spark_tree_ensemble(classifier)
-        table = _spark_tree_shap(scored, trees, len(slots), approximate)
+        table = _spark_contributions(scored, len(slots), _shap_batch_explainer(trees, approximate))
         phi = _matrix(table.column("__phi"), len(slots))
         expected, margin = tree_expected_value(trees), trees.margin
     keys = table.select([c for c in table.column_names if not c.startswith("__")]).to_pandas()
@@ -205,25 +206,54 @@ def calibrated_contributions(phi: np.ndarray, expected: float, margin: str, cali
     return phi * scale[:, None], base, LOG_ODDS
 
 
-def xgboost_contributions(booster, features: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per-row TreeSHAP contributions of an xgboost booster, in log-odds, and its bias.
+def xgboost_bias(booster, width: int) -> float:
+    """The bias term of an xgboost booster's TreeSHAP contributions (base score included).
 
-    Args:
-        booster: ``xgboost.Booster`` of a binary classifier.
-        features: ``(rows, slots)`` feature matrix, NaN where a value is missing.
-
-    Returns:
-        ``(phi, expected)``: ``phi`` of shape ``(rows, slots)`` and the bias term (the same for
-        every row), with ``expected + phi.sum(axis=1)`` equal to the booster's margin.
+    It is the same for every row: the last column of ``pred_contribs`` for one row of NaN.
     """
     import xgboost
 
-    booster = booster.copy()
-    booster.set_param({"nthread": 0})  # all driver cores (training used one per Spark task)
-    width = features.shape[1]
-    rows = np.vstack([features, np.full((1, width), np.nan)])  # one row more: the bias without data
-    contribs = booster.predict(xgboost.DMatrix(rows, missing=np.nan), pred_contribs=True)
-    return contribs[:-1, :width].astype(np.float64), float(contribs[-1, width])
+    contribs = booster.predict(xgboost.DMatrix(np.full((1, width), np.nan), missing=np.nan), pred_contribs=True)
+    return float(contribs[0, width])
+
+
+def _xgboost_batch_explainer(booster, width: int, approximate: bool):
+    """A factory, run on an executor, of ``features -> contributions`` by the booster's own TreeSHAP.
+
+    The booster travels as its raw bytes; each task uses one thread (``spark.task.cpus``), so a
+    month's explanations spread over the executors' cores like the Spark trees' do.
+    """
+    raw = bytes(booster.save_raw("ubj"))
+
+    def make():
+        import numpy
+        import xgboost
+
+        model = xgboost.Booster(params={"nthread": 1}, model_file=bytearray(raw))
+
+        def contributions(features):
+            matrix = xgboost.DMatrix(features, missing=numpy.nan)
+            return model.predict(matrix, pred_contribs=True, approx_contribs=approximate)[:, :width]
+
+        return contributions
+
+    return make
+
+
+def _shap_batch_explainer(trees: TreeArrays, approximate: bool):
+    """A factory, run on an executor, of ``features -> contributions`` by shap's TreeSHAP of ``trees``."""
+    arrays = trees.trees
+
+    def make():
+        import shap
+
+        explainer = shap.TreeExplainer(
+            {"trees": arrays, "tree_output": "raw_value", "base_offset": 0.0},
+            feature_perturbation="tree_path_dependent",
+        )
+        return lambda features: explainer.shap_values(features, check_additivity=False, approximate=approximate)
+
+    return make
 
 
 def _scored(model, frame: DataFrame) -> DataFrame:
@@ -241,14 +271,15 @@ def _matrix(column, width: int) -> np.ndarray:
     return flat.to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(column), width)
 
 
-def _spark_tree_shap(scored: DataFrame, trees: TreeArrays, width: int, approximate: bool):
-    """The scored rows with a ``__phi`` list column of TreeSHAP values, as an Arrow table.
+def _spark_contributions(scored: DataFrame, width: int, make_explainer) -> pa.Table:
+    """The scored rows with a ``__phi`` list column of contributions, as an Arrow table.
 
     Rows are spread over the default parallelism (a month of parquet may be one partition) and
-    put back in the frame's order on the driver. Each worker explains Arrow batches of
-    ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows (10,000 by default).
+    put back in the frame's order on the driver. Each Python worker builds its explainer once
+    (``make_explainer()``, a closure pickled by value: executors need shap or xgboost, not
+    sf_ml) and explains Arrow batches of ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows
+    (10,000 by default); only the contributions reach the driver.
     """
-    arrays = trees.trees
     parallelism = scored.sparkSession.sparkContext.defaultParallelism
     numbered = scored.withColumn("__row", F.monotonically_increasing_id()).repartition(parallelism)
     kept = [c for c in numbered.columns if c != "__features"]
@@ -256,30 +287,24 @@ def _spark_tree_shap(scored: DataFrame, trees: TreeArrays, width: int, approxima
         *[numbered.schema[c] for c in kept], StructField("__phi", ArrayType(DoubleType(), False)),
     ])
 
-    def shap_batches(batches):
-        # Self-contained (pickled by value): executors need shap, not sf_ml.
+    def explained_batches(batches):
         import numpy
         import pyarrow
-        import shap
 
-        explainer = shap.TreeExplainer(
-            {"trees": arrays, "tree_output": "raw_value", "base_offset": 0.0},
-            feature_perturbation="tree_path_dependent",
-        )
+        contributions = make_explainer()
         for batch in batches:
             rows = batch.num_rows
             features = batch.column("__features").flatten().to_numpy(zero_copy_only=False)
             phi = numpy.zeros((rows, width))
             if rows:
-                phi = explainer.shap_values(features.reshape(rows, width), check_additivity=False,
-                                            approximate=approximate)
+                phi = numpy.asarray(contributions(features.reshape(rows, width)), dtype=numpy.float64)
             offsets = pyarrow.array(numpy.arange(rows + 1, dtype=numpy.int32) * width)
             values = pyarrow.ListArray.from_arrays(offsets, pyarrow.array(phi.reshape(-1), pyarrow.float64()))
             yield pyarrow.RecordBatch.from_arrays(
                 [batch.column(c) for c in kept] + [values], names=[*kept, "__phi"],
             )
 
-    table = numbered.mapInArrow(shap_batches, schema).toArrow()  # one month, like the features
+    table = numbered.mapInArrow(explained_batches, schema).toArrow()  # one month, like the features
     return table.take(pa.array(np.argsort(table.column("__row").to_numpy(), kind="stable")))
 
 

@@ -74,8 +74,8 @@ def champion(spark, features_dir, tmp_path_factory):
             mlflow.end_run()
 
 
-def _score(spark, features_dir, output_dir, date, model_uri=f"models:/{MODEL}@champion"):
-    return score_companies(model_uri, date, output_dir, features_dir=features_dir, spark=spark)
+def _score(spark, features_dir, output_dir, date, model_uri=f"models:/{MODEL}@champion", explain="alerts"):
+    return score_companies(model_uri, date, output_dir, features_dir=features_dir, spark=spark, explain=explain)
 
 
 def _bytes(directory: Path) -> dict[str, bytes]:
@@ -105,10 +105,20 @@ def test_score_writes_one_row_per_company_with_consistent_alerts(spark, champion
     assert groups <= set(table.columns)
     assert table["probability"].between(0, 1).all()
     # Explanations line up with their company: for logistic regression the groups (every variable
-    # in exactly one) plus the intercept add up to the row's own log-odds.
+    # in exactly one) plus the intercept add up to the row's own log-odds. By default only the
+    # companies on alert are explained; the others have no explanation at all.
     all_groups = [c for c in table.columns if c.startswith("group_")]
     logit = np.log(table["probability"] / (1 - table["probability"]))
-    assert np.allclose(table[all_groups].sum(axis=1) + table["expected_value"], logit, atol=1e-6)
+    on_alert = (table["alert"] != "pas_d_alerte").to_numpy()
+    explained = table.loc[on_alert]
+    assert np.allclose(explained[all_groups].sum(axis=1) + explained["expected_value"], logit[on_alert], atol=1e-6)
+    quiet = table.loc[~on_alert, [*all_groups, "expected_value", "top1_feature", "top1_contribution"]]
+    assert len(quiet) and quiet.isna().all().all()
+    everyone = _score(spark, features_dir, tmp_path / "all", "2020-03-15", explain="all")
+    full = pd.read_parquet(tmp_path / "all" / PREDICTIONS_PARQUET)
+    assert everyone["rows"] == len(table) and full["expected_value"].notna().all()
+    assert np.allclose(full[all_groups].sum(axis=1) + full["expected_value"], logit, atol=1e-6)
+    pd.testing.assert_frame_equal(full.loc[on_alert, all_groups], explained[all_groups])
     t = champion["thresholds"]
     expected = np.where(table["probability"] >= t["risque_fort"], "risque_fort",
                         np.where(table["probability"] >= t["risque_modere"], "risque_modere", "pas_d_alerte"))
@@ -150,6 +160,7 @@ def test_score_writes_one_row_per_company_with_consistent_alerts(spark, champion
     assert manifest["model"]["uri"] == f"models:/{MODEL}@champion"
     assert manifest["model"]["version"] == champion["version"] and manifest["model"]["run_id"] == champion["run_id"]
     assert manifest["prediction_date"] == "2020-03-01" and manifest["rows"]["predictions"] == len(table)
+    assert manifest["rows"]["explained"] == len(listed) and manifest["inputs"]["explain"] == "alerts"
     assert manifest["features"]["digest"] == summary["features_digest"]
     assert set(manifest["files"]) == {PREDICTIONS_PARQUET, PREDICTIONS_CSV, ALERT_LIST, ALERT_REPORT}
     assert_self_contained((out / ALERT_REPORT).read_text(encoding="utf-8"))
@@ -247,6 +258,8 @@ def test_refusals_write_nothing(spark, champion, features_dir, tmp_path):
         _score(spark, features_dir, out, EARLY, "runs:/abc/model")
     with pytest.raises(ScoringError, match="exactly one"):
         score_companies(f"models:/{MODEL}@champion", EARLY, out, spark=spark)
+    with pytest.raises(ScoringError, match="explain must be one of alerts, all, not 'some'"):
+        _score(spark, features_dir, out, EARLY, explain="some")
     narrow = pd.read_parquet(features_dir).drop(columns=["paydex", "dette_par_effectif_diff3m"])
     with pytest.raises(ScoringError, match=r"lack the model's column\(s\) \['paydex', 'dette_par_effectif_diff3m'\]"):
         _score(spark, write_features(narrow, tmp_path / "narrow"), out, EARLY)

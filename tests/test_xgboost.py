@@ -124,6 +124,11 @@ def test_contributions_add_up_to_the_booster_margin(spark, fitted):
     np.testing.assert_allclose(total, margin, atol=1e-5)
     p = explained["probability"].to_numpy()
     np.testing.assert_allclose(total, np.log(p / (1 - p)), atol=1e-4)
+    # Saabas attributions (approximate) add up to the same margin but are other values.
+    saabas = explain(model, rows, config, approximate=True)
+    saabas_contrib = saabas[[c for c in saabas.columns if c.startswith("contrib.")]].to_numpy()
+    np.testing.assert_allclose(saabas["expected_value"] + saabas_contrib.sum(axis=1), margin, atol=1e-5)
+    assert not np.allclose(saabas_contrib, contrib)
     calibrated = PipelineModel(stages=[*model.stages, CalibratedProbability(slope=0.5, intercept=-1.0)])
     again = explain(calibrated, rows, config)  # the classifier is found behind the calibration stage
     names = [c for c in explained.columns if c.startswith("contrib.")]
