@@ -13,9 +13,9 @@ What is explained, by classifier (``explanations.attrs["margin"]`` says it too):
   with ``P = 1 / (1 + exp(-2F))``; path-dependent TreeSHAP explains ``2F``, so
   ``expected_value + sum(contrib)`` equals ``logit(P)`` up to floating point.
 * xgboost: the log-odds, from the booster's own TreeSHAP (``pred_contribs``), run by Spark's
-  Python workers with the booster shipped as bytes; ``expected_value`` is its bias term (base score included), so ``expected_value +
-  sum(contrib)`` is the booster's margin. Missing inputs are not imputed: a NaN feature gets
-  the contribution of its split's default direction.
+  Python workers with the booster shipped as bytes; ``expected_value`` is its bias term (base
+  score included), so ``expected_value + sum(contrib)`` is the booster's margin. Missing inputs
+  are not imputed: a NaN feature gets the contribution of its split's default direction.
 * random forest: the probability itself. Spark averages the trees' normalized leaf class
   counts, so the forest is additive in probability, not in log-odds; TreeSHAP explains
   ``P(failure)`` and ``expected_value`` is the forest's mean training probability.
@@ -28,8 +28,8 @@ for every classifier (``attrs["margin"]`` is then ``"log_odds"``).
 Cost: path-dependent TreeSHAP is O(trees x leaves x depth^2) per company, about 6 CPU-seconds per
 1,000 companies for 100 trees of depth 9 (5 for xgboost's 300 trees of depth 6), so :func:`explain`
 runs it in Spark's Python workers, where it spreads over the cluster's cores (``approximate=True``,
-Saabas attributions, is a thousand times cheaper). A logistic regression
-costs one pass over the frame.
+Saabas attributions, is a thousand times cheaper). A logistic regression costs one pass over the
+frame.
 
 xgboost and shap are imported inside the functions that need them: heavy, needed by some models
 only (the Arrow closures that run on executors import their own modules).

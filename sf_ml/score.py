@@ -221,10 +221,10 @@ def _explanations(model, frame, config: ExperimentConfig, values: pd.DataFrame,
     explained = explained.assign(siren=explained["siren"].astype(str))
     if len(explained) != len(chosen) or set(explained["siren"]) != set(chosen["siren"]):
         raise RuntimeError(f"explain() returned {len(explained)} rows for {len(chosen)} companies")
-    explained = explained.set_index("siren").loc[chosen["siren"]].reset_index()
-    tops_of = dict(zip(chosen["siren"], top_features(explained, chosen, k=TOP_K)))
+    by_siren = explained.set_index("siren")
+    tops_of = dict(zip(chosen["siren"], top_features(by_siren.loc[chosen["siren"]].reset_index(), chosen, k=TOP_K)))
     tops = [tops_of.get(siren, []) for siren in values["siren"]]
-    return explained.set_index("siren").reindex(values["siren"]).reset_index(), tops
+    return by_siren.reindex(values["siren"]).reset_index(), tops
 
 
 def predictions_schema(groups: list[str]):
