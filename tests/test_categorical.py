@@ -33,12 +33,15 @@ def test_sector_is_learnt_and_an_unseen_or_null_sector_scores_as_none(spark, nam
     columns = M.input_columns(config)
     assert columns == ["x", "naf_section"]
     model = M.build_pipeline(config, columns, seed=1).fit(sector_frame(spark))
-    # Labels in alphabetical order, one slot each; the unknown slot is dropped.
-    assert M.feature_slot_names(model) == ["x", "naf_section=C", "naf_section=F", "naf_section=I"]
+    if name == "xgboost":  # one slot of label indices, split as a category
+        assert M.feature_slot_names(model) == ["x", "naf_section"]
+        assert M.classifier_of(model).get_booster().feature_types == ["q", "c"]
+    else:  # labels in alphabetical order, one slot each; the unknown slot is dropped
+        assert M.feature_slot_names(model) == ["x", "naf_section=C", "naf_section=F", "naf_section=I"]
     probe = spark.createDataFrame([("C", 1.0), ("I", 1.0), ("Z", 1.0), (None, 1.0)], "naf_section string, x double")
     p = [row.p for row in model.transform(probe).select(M.positive_probability().alias("p")).collect()]
     assert p[1] > 0.8 > 0.2 > p[0]
-    assert p[2] == pytest.approx(p[3])  # unseen label and null: both "no category"
+    assert p[2] == pytest.approx(p[3])  # unseen label and null: the same "unknown" category
 
     explained = explain(model, probe.selectExpr("CAST(monotonically_increasing_id() AS STRING) AS siren", "*"),
                         config)
@@ -46,6 +49,10 @@ def test_sector_is_learnt_and_an_unseen_or_null_sector_scores_as_none(spark, nam
     # The sector carries the risk of the "I" row: its contribution is the largest there.
     contributions = explained[["contrib.x", "contrib.naf_section"]].to_numpy()
     assert np.argmax(contributions[1]) == 1 and contributions[1, 1] > 0
+    if name == "xgboost":  # the category slot's TreeSHAP values add up to the log-odds like the others
+        q = explained["probability"].to_numpy()
+        np.testing.assert_allclose(explained["expected_value"] + contributions.sum(axis=1), np.log(q / (1 - q)),
+                                   atol=1e-4)
     if name == "tree_based":  # one-hot slots are 2-category splits for Spark's trees: both readings agree
         from sf_ml.explain import saved_nodes, walked_nodes
 
