@@ -106,10 +106,11 @@ def category_stages(categorical: list[str]) -> list:
     """
     if not categorical:
         return []
-    indexed = [c + INDEX_SUFFIX for c in categorical]
+    indexer = category_indexer(categorical)
     return [
-        category_indexer(categorical),
-        OneHotEncoder(inputCols=indexed, outputCols=[c + CATEGORY_SUFFIX for c in categorical], dropLast=True),
+        indexer,
+        OneHotEncoder(inputCols=indexer.getOutputCols(), outputCols=[c + CATEGORY_SUFFIX for c in categorical],
+                      dropLast=True),
     ]
 
 
@@ -419,9 +420,11 @@ def _native_missing_pipeline(
         raise ConfigError(f"model.bins and model.scale are not supported with model.type {config.model.type}")
     inputs = [*feature_columns, *(c + INDEX_SUFFIX for c in categorical)]
     assembler = VectorAssembler(inputCols=inputs, outputCol=FEATURES_COL, handleInvalid="keep")
-    feature_types = ["q"] * len(feature_columns) + ["c"] * len(categorical) if categorical else None
+    if not categorical:
+        return Pipeline(stages=[assembler, estimator(config.model.type, config.model.params, seed, counts)])
+    feature_types = ["q"] * len(feature_columns) + ["c"] * len(categorical)
     learner = estimator(config.model.type, config.model.params, seed, counts, feature_types)
-    return Pipeline(stages=[*([category_indexer(categorical)] if categorical else []), assembler, learner])
+    return Pipeline(stages=[category_indexer(categorical), assembler, learner])
 
 
 def feature_slot_names(model: PipelineModel) -> list[str]:
