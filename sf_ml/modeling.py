@@ -418,13 +418,16 @@ def _native_missing_pipeline(
     """
     if config.model.bins or config.model.scale:
         raise ConfigError(f"model.bins and model.scale are not supported with model.type {config.model.type}")
-    inputs = [*feature_columns, *(c + INDEX_SUFFIX for c in categorical)]
-    assembler = VectorAssembler(inputCols=inputs, outputCol=FEATURES_COL, handleInvalid="keep")
+    def assembler(inputs: list[str]) -> VectorAssembler:
+        return VectorAssembler(inputCols=inputs, outputCol=FEATURES_COL, handleInvalid="keep")
+
     if not categorical:
-        return Pipeline(stages=[assembler, estimator(config.model.type, config.model.params, seed, counts)])
+        learner = estimator(config.model.type, config.model.params, seed, counts)
+        return Pipeline(stages=[assembler(feature_columns), learner])
+    indexer = category_indexer(categorical)
     feature_types = ["q"] * len(feature_columns) + ["c"] * len(categorical)
     learner = estimator(config.model.type, config.model.params, seed, counts, feature_types)
-    return Pipeline(stages=[category_indexer(categorical), assembler, learner])
+    return Pipeline(stages=[indexer, assembler([*feature_columns, *indexer.getOutputCols()]), learner])
 
 
 def feature_slot_names(model: PipelineModel) -> list[str]:
